@@ -1,0 +1,373 @@
+"""cnncheck.layers.fast against the naive oracle: values, ties, dtypes, layouts, caches, errors.
+
+Agreement bounds: float64 ``rel_error(fast, naive) < 1e-9``; float32
+``max|fast - naive| <= 1e-5 * max|naive|`` (both sides round in float32, in a
+different order, so elementwise relative error is meaningless near zero).
+Pooling agrees exactly in both dtypes: same maxima, same argmax, same sums.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cnncheck import _im2col_numpy, im2col
+from cnncheck.errors import CnnCheckError
+from cnncheck.gradient_check import rel_error
+from cnncheck.layers import fast, naive
+from cnncheck.layers.fast import (
+    conv_backward_fast,
+    conv_forward_fast,
+    max_pool_backward_fast,
+    max_pool_forward_fast,
+)
+from cnncheck.layers.naive import (
+    conv_backward_naive,
+    conv_forward_naive,
+    max_pool_backward_naive,
+    max_pool_forward_naive,
+)
+
+try:
+    from cnncheck import _im2col_cy
+except ImportError:
+    _im2col_cy = None
+
+needs_cython = pytest.mark.skipif(_im2col_cy is None, reason="compiled extension cnncheck._im2col_cy not built")
+
+
+def assert_matches(fast_value, naive_value):
+    assert fast_value.dtype == naive_value.dtype
+    assert fast_value.shape == naive_value.shape
+    if naive_value.dtype == np.float64:
+        assert rel_error(fast_value, naive_value) < 1e-9
+    else:
+        scale = max(float(np.max(np.abs(naive_value), initial=0.0)), 1e-30)
+        assert float(np.max(np.abs(fast_value.astype(np.float64) - naive_value), initial=0.0)) <= 1e-5 * scale
+
+
+CONV_CASES = [
+    # (N, C, H, W), (F, HH, WW), stride, pad
+    ((4, 3, 5, 5), (2, 3, 3), 2, 1),  # the seed's gradient-check case
+    ((2, 3, 7, 6), (4, 3, 2), 2, 1),  # non-square kernel, odd sizes
+    ((1, 1, 5, 5), (1, 1, 1), 1, 0),  # N = C = F = 1, 1x1 kernel
+    ((3, 2, 9, 8), (3, 4, 3), 3, 2),  # stride 3, trailing rows no window reaches
+    ((2, 2, 7, 7), (2, 2, 2), 3, 0),  # stride larger than the kernel
+    ((2, 3, 4, 4), (3, 4, 4), 2, 1),  # the seed's forward example geometry
+    ((1, 2, 2, 3), (2, 4, 5), 1, 2),  # kernel larger than the unpadded input
+]
+
+
+def conv_inputs(rng, case, dtype=np.float64):
+    x_shape, (F, HH, WW), stride, pad = case
+    x = rng.standard_normal(x_shape).astype(dtype)
+    w = rng.standard_normal((F, x_shape[1], HH, WW)).astype(dtype)
+    b = rng.standard_normal(F).astype(dtype)
+    return x, w, b, {"stride": stride, "pad": pad}
+
+
+@pytest.mark.parametrize("case", CONV_CASES)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_conv_fast_matches_naive(rng, case, dtype):
+    x, w, b, conv_param = conv_inputs(rng, case, dtype)
+    out_n, cache_n = conv_forward_naive(x, w, b, conv_param)
+    out_f, cache_f = conv_forward_fast(x, w, b, conv_param)
+    assert_matches(out_f, out_n)
+    dout = rng.standard_normal(out_n.shape).astype(dtype)
+    for g_f, g_n in zip(conv_backward_fast(dout, cache_f), conv_backward_naive(dout, cache_n)):
+        assert_matches(g_f, g_n)
+
+
+def test_conv_output_size_formula(rng):
+    x, w, b, conv_param = conv_inputs(rng, ((1, 1, 10, 7), (1, 3, 2), 3, 1))
+    out, _ = conv_forward_fast(x, w, b, conv_param)
+    assert out.shape == (1, 1, 1 + (10 + 2 - 3) // 3, 1 + (7 + 2 - 2) // 3)
+
+
+def test_conv_mixed_and_integer_dtypes(rng):
+    x, w, b, conv_param = conv_inputs(rng, CONV_CASES[0], np.float32)
+    out, cache = conv_forward_fast(x, w.astype(np.float64), b, conv_param)
+    assert out.dtype == np.float64
+    assert all(g.dtype == np.float64 for g in conv_backward_fast(np.ones(out.shape, np.float32), cache))
+    xi = rng.integers(-2, 3, x.shape)
+    out_n, _ = conv_forward_naive(xi, w, b, conv_param)
+    out_f, _ = conv_forward_fast(xi, w, b, conv_param)
+    assert_matches(out_f, out_n)
+
+
+def _non_contiguous(a):
+    """The same values in a strided view (every other element of a larger array)."""
+    big = np.zeros(a.shape[:-1] + (2 * a.shape[-1],), dtype=a.dtype)
+    big[..., ::2] = a
+    view = big[..., ::2]
+    assert not view.flags.c_contiguous
+    return view
+
+
+@pytest.mark.parametrize("layout", ["strided", "fortran"])
+def test_conv_non_contiguous_inputs(rng, layout):
+    x, w, b, conv_param = conv_inputs(rng, CONV_CASES[1])
+    convert = _non_contiguous if layout == "strided" else np.asfortranarray
+    out_n, cache_n = conv_forward_naive(x, w, b, conv_param)
+    dout = rng.standard_normal(out_n.shape)
+    out_f, cache_f = conv_forward_fast(convert(x), convert(w), convert(b), conv_param)
+    assert_matches(out_f, out_n)
+    for g_f, g_n in zip(conv_backward_fast(convert(dout), cache_f), conv_backward_naive(dout, cache_n)):
+        assert_matches(g_f, g_n)
+
+
+def test_conv_does_not_modify_inputs_or_cache(rng):
+    x, w, b, conv_param = conv_inputs(rng, CONV_CASES[0])
+    copies = [a.copy() for a in (x, w, b)]
+    for a in (x, w, b):
+        a.flags.writeable = False
+    param_copy = dict(conv_param)
+    out, cache = conv_forward_fast(x, w, b, conv_param)
+    cols = cache[4]
+    assert not cols.flags.writeable
+    cols_copy = cols.copy()
+    dout = rng.standard_normal(out.shape)
+    dout.flags.writeable = False
+    dout_copy = dout.copy()
+    first = conv_backward_fast(dout, cache)
+    second = conv_backward_fast(dout, cache)
+    for got, want in zip((x, w, b, dout, cols), (*copies, dout_copy, cols_copy)):
+        np.testing.assert_array_equal(got, want)
+    assert conv_param == param_copy
+    assert all(c is o for c, o in zip(cache[:4], (x, w, b, conv_param)))
+    for g1, g2 in zip(first, second):
+        np.testing.assert_array_equal(g1, g2)
+
+
+def test_conv_cache_contents(rng):
+    x, w, b, conv_param = conv_inputs(rng, CONV_CASES[1])
+    _, cache = conv_forward_fast(x, w, b, conv_param)
+    cx, cw, cb, cparam, cols = cache
+    assert cx is x and cw is w and cb is b and cparam is conv_param
+    np.testing.assert_array_equal(cols, im2col.im2col(x, 3, 2, 2, 1))
+
+
+@needs_cython
+def test_conv_numpy_fallback_gives_the_same_results(rng, monkeypatch):
+    x, w, b, conv_param = conv_inputs(rng, CONV_CASES[3])
+    out_c, cache_c = conv_forward_fast(x, w, b, conv_param)
+    dout = rng.standard_normal(out_c.shape)
+    grads_c = conv_backward_fast(dout, cache_c)
+    monkeypatch.setattr(im2col, "_kernel", _im2col_numpy)
+    out_n, cache_n = conv_forward_fast(x, w, b, conv_param)
+    grads_n = conv_backward_fast(dout, cache_n)
+    np.testing.assert_array_equal(out_c, out_n)
+    for g_c, g_n in zip(grads_c, grads_n):
+        np.testing.assert_array_equal(g_c, g_n)
+
+
+def test_backend_constant():
+    assert fast.BACKEND == im2col.BACKEND
+    assert fast.BACKEND in ("cython", "numpy")
+
+
+# -- pooling -------------------------------------------------------------------
+POOL_CASES = [
+    # (N, C, H, W), (pool_height, pool_width, stride)
+    ((3, 2, 8, 8), (2, 2, 2)),  # tiling: the reshape path
+    ((2, 3, 9, 6), (3, 3, 3)),  # tiling with 3x3 windows
+    ((2, 2, 9, 9), (2, 2, 2)),  # 2x2 stride 2 that does not tile: general path, last row unused
+    ((2, 2, 7, 8), (3, 2, 1)),  # overlapping, non-square
+    ((1, 1, 5, 7), (2, 3, 3)),  # stride larger than the window height
+    ((1, 1, 4, 4), (4, 4, 1)),  # one window over everything
+    ((2, 1, 6, 5), (1, 1, 2)),  # 1x1 windows
+]
+
+
+def pool_param(ph, pw, stride):
+    return {"pool_height": ph, "pool_width": pw, "stride": stride}
+
+
+@pytest.mark.parametrize("case", POOL_CASES)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("values", ["normal", "ties"])
+def test_pool_fast_matches_naive_exactly(rng, case, dtype, values):
+    shape, (ph, pw, stride) = case
+    if values == "ties":
+        x = rng.integers(0, 3, shape).astype(dtype)  # many equal maxima per window
+    else:
+        x = rng.standard_normal(shape).astype(dtype)
+    param = pool_param(ph, pw, stride)
+    out_n, cache_n = max_pool_forward_naive(x, param)
+    out_f, cache_f = max_pool_forward_fast(x, param)
+    assert out_f.dtype == dtype
+    np.testing.assert_array_equal(out_f, out_n)
+    dout = rng.standard_normal(out_n.shape).astype(dtype)
+    dx_f = max_pool_backward_fast(dout, cache_f)
+    assert dx_f.dtype == dtype
+    np.testing.assert_array_equal(dx_f, max_pool_backward_naive(dout, cache_n))
+
+
+def test_pool_all_equal_window_sends_everything_to_the_first_element():
+    x = np.ones((1, 1, 4, 4))
+    out, cache = max_pool_forward_fast(x, pool_param(2, 2, 2))
+    dx = max_pool_backward_fast(np.full((1, 1, 2, 2), 5.0), cache)
+    expected = np.zeros((4, 4))
+    expected[::2, ::2] = 5.0
+    np.testing.assert_array_equal(dx[0, 0], expected)
+    # overlapping windows on a constant input: each window picks its top-left pixel
+    out, cache = max_pool_forward_fast(np.ones((1, 1, 3, 3)), pool_param(2, 2, 1))
+    dx = max_pool_backward_fast(np.ones((1, 1, 2, 2)), cache)
+    np.testing.assert_array_equal(dx[0, 0], [[1, 1, 0], [1, 1, 0], [0, 0, 0]])
+
+
+def test_pool_cache_holds_the_argmax(rng):
+    x = np.array([[[[1.0, 5.0, 2.0, 2.0], [0.0, 5.0, 2.0, 2.0]]]])
+    _, cache = max_pool_forward_fast(x, pool_param(2, 2, 2))
+    cx, cparam, argmax = cache
+    assert cx is x and cparam == pool_param(2, 2, 2)
+    np.testing.assert_array_equal(argmax, [[[[1, 0]]]])
+    assert argmax.dtype.kind == "u" and not argmax.flags.writeable
+
+
+@pytest.mark.parametrize("case", [POOL_CASES[0], POOL_CASES[3]])
+def test_pool_nan_follows_naive(case):
+    shape, (ph, pw, stride) = case
+    x = np.arange(np.prod(shape), dtype=np.float64).reshape(shape) % 5
+    x[0, 0, 1, 1] = np.nan
+    x[0, 0, 0, 1] = np.nan
+    param = pool_param(ph, pw, stride)
+    out_n, cache_n = max_pool_forward_naive(x, param)
+    out_f, cache_f = max_pool_forward_fast(x, param)
+    np.testing.assert_array_equal(out_f, out_n)  # NaN in the same places
+    dout = np.ones(out_n.shape)
+    np.testing.assert_array_equal(max_pool_backward_fast(dout, cache_f), max_pool_backward_naive(dout, cache_n))
+
+
+@pytest.mark.parametrize("case", [POOL_CASES[0], POOL_CASES[3]])
+def test_pool_non_finite_dout_is_routed_not_spread(rng, case):
+    shape, (ph, pw, stride) = case
+    x = rng.standard_normal(shape)
+    param = pool_param(ph, pw, stride)
+    _, cache_n = max_pool_forward_naive(x, param)
+    _, cache_f = max_pool_forward_fast(x, param)
+    dout = rng.standard_normal(cache_f[2].shape)
+    dout[0, 0, 0, 0] = np.inf
+    np.testing.assert_array_equal(max_pool_backward_fast(dout, cache_f), max_pool_backward_naive(dout, cache_n))
+
+
+@pytest.mark.parametrize("layout", ["strided", "fortran"])
+def test_pool_non_contiguous_inputs(rng, layout):
+    convert = _non_contiguous if layout == "strided" else np.asfortranarray
+    for shape, (ph, pw, stride) in POOL_CASES[:4]:
+        x = rng.standard_normal(shape)
+        param = pool_param(ph, pw, stride)
+        out_n, cache_n = max_pool_forward_naive(x, param)
+        out_f, cache_f = max_pool_forward_fast(convert(x), param)
+        np.testing.assert_array_equal(out_f, out_n)
+        dout = rng.standard_normal(out_n.shape)
+        np.testing.assert_array_equal(max_pool_backward_fast(convert(dout), cache_f),
+                                      max_pool_backward_naive(dout, cache_n))
+
+
+def test_pool_does_not_modify_inputs_or_cache(rng):
+    for shape, (ph, pw, stride) in POOL_CASES[:4]:
+        x = rng.standard_normal(shape)
+        x_copy = x.copy()
+        x.flags.writeable = False
+        out, cache = max_pool_forward_fast(x, pool_param(ph, pw, stride))
+        argmax_copy = cache[2].copy()
+        dout = rng.standard_normal(out.shape)
+        dout_copy = dout.copy()
+        dout.flags.writeable = False
+        max_pool_backward_fast(dout, cache)
+        np.testing.assert_array_equal(x, x_copy)
+        np.testing.assert_array_equal(dout, dout_copy)
+        np.testing.assert_array_equal(cache[2], argmax_copy)
+
+
+def test_large_windows_use_a_wider_argmax_type(rng):
+    x = rng.standard_normal((1, 1, 17, 17))
+    out, cache = max_pool_forward_fast(x, pool_param(17, 17, 1))
+    assert cache[2].dtype.itemsize >= 2
+    assert out[0, 0, 0, 0] == x.max()
+    dx = max_pool_backward_fast(np.ones((1, 1, 1, 1)), cache)
+    assert dx.ravel()[np.argmax(x)] == 1.0 and dx.sum() == 1.0
+
+
+# -- bad input: same errors as the naive layers ---------------------------------
+def _raised(call, *args):
+    with pytest.raises(ValueError) as info:
+        call(*args)
+    assert isinstance(info.value, CnnCheckError)
+    assert str(info.value)
+    return str(info.value)
+
+
+def _conv(x=(2, 3, 5, 5), w=(4, 3, 3, 3), b=(4,), stride=1, pad=1):
+    return np.zeros(x), np.zeros(w), np.zeros(b), {"stride": stride, "pad": pad}
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        _conv(x=(3, 5, 5)),
+        _conv(w=(4, 3, 3)),
+        _conv(w=(4, 2, 3, 3)),
+        _conv(b=(3,)),
+        _conv(w=(4, 3, 8, 8)),
+        _conv(stride=0),
+        _conv(pad=-2),
+        (np.zeros((1, 1, 3, 3)), np.zeros((1, 1, 2, 2)), np.zeros(1), {"pad": 0}),
+    ],
+    ids=["x-ndim", "w-ndim", "channels", "b-length", "kernel-too-large", "stride", "pad", "missing-key"],
+)
+def test_conv_bad_input_same_message_as_naive(args):
+    assert _raised(conv_forward_fast, *args) == _raised(conv_forward_naive, *args)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        (np.zeros((3, 4, 4)), pool_param(2, 2, 2)),
+        (np.zeros((1, 1, 4, 4)), pool_param(5, 2, 1)),
+        (np.zeros((1, 1, 4, 4)), pool_param(2, 2, 0)),
+        (np.zeros((1, 1, 4, 4)), pool_param(0, 2, 1)),
+        (np.zeros((1, 1, 4, 4)), {"pool_height": 2}),
+    ],
+    ids=["x-ndim", "window-too-large", "stride", "window-zero", "missing-key"],
+)
+def test_pool_bad_input_same_message_as_naive(args):
+    assert _raised(max_pool_forward_fast, *args) == _raised(max_pool_forward_naive, *args)
+
+
+@pytest.mark.parametrize("dout_shape", [(2, 4, 5, 4), (2, 4, 5), (2, 4, 5, 5, 1)])
+def test_backward_refuses_dout_of_the_wrong_shape(dout_shape):
+    _, cache = conv_forward_fast(*_conv())
+    message = _raised(conv_backward_fast, np.zeros(dout_shape), cache)
+    assert "conv backward: dout has shape" in message
+    _, cache = max_pool_forward_fast(np.zeros((2, 4, 10, 10)), pool_param(2, 2, 2))
+    message = _raised(max_pool_backward_fast, np.zeros(dout_shape), cache)
+    assert "pool backward: dout has shape" in message
+
+
+def test_backward_refuses_a_foreign_cache(rng):
+    x, w, b, conv_param = conv_inputs(rng, CONV_CASES[0])
+    out, naive_cache = conv_forward_naive(x, w, b, conv_param)
+    dout = np.zeros(out.shape)
+    assert "cache must be the tuple (x, w, b, conv_param, cols)" in _raised(conv_backward_fast, dout, naive_cache)
+    _, cache = conv_forward_fast(x, w, b, conv_param)
+    bad = cache[:4] + (cache[4][:, :-1],)
+    assert "cols must have shape" in _raised(conv_backward_fast, dout, bad)
+    bad = cache[:4] + (cache[4].astype(np.float32),)
+    assert "dtype float64" in _raised(conv_backward_fast, dout, bad)
+    bad = cache[:3] + ({"stride": 1, "pad": 1}, cache[4])
+    assert "dout has shape" in _raised(conv_backward_fast, dout, bad)
+    x = rng.standard_normal((1, 1, 4, 4))
+    out, cache = max_pool_forward_fast(x, pool_param(2, 2, 2))
+    dout = np.zeros(out.shape)
+    assert "cache must be the tuple (x, pool_param, argmax)" in _raised(max_pool_backward_fast, dout, cache[:2])
+    bad = cache[:2] + (cache[2].astype(np.float64),)
+    assert "argmax must be an integer array" in _raised(max_pool_backward_fast, dout, bad)
+    bad = cache[:2] + (cache[2][..., :1],)
+    assert "argmax must be an integer array" in _raised(max_pool_backward_fast, dout, bad)
+
+
+def test_naive_helpers_are_shared():
+    assert fast.as_float_array is naive.as_float_array
+    assert fast.conv_param_values is naive.conv_param_values
