@@ -7,6 +7,7 @@ same order as the conv case).
 
 from __future__ import annotations
 
+import importlib.util
 import math
 
 import numpy as np
@@ -58,17 +59,26 @@ def _away_from_zero(rng, shape, dtype, margin: float) -> np.ndarray:
     return x.astype(dtype)
 
 
-def _distinct(rng, shape, dtype, margin: float) -> np.ndarray:
-    """Values whose pairwise gaps are at least ``4 * margin`` (no max-pool ties).
+def _no_pool_ties(rng, p, dtype, margin: float) -> np.ndarray:
+    """Pooling inputs whose values in any one window differ by at least ``2 * margin``.
 
-    With ``margin == 0`` plain normal samples are returned.
+    Every element gets a colour ``(row % pool_height) * pool_width + col % pool_width``,
+    distinct within any window; its value is ``step * (A * K + colour + U)``
+    with ``K`` colours, ``A`` a random integer below 8 and ``U`` uniform in
+    [0, 0.5), so the maximum of each window is at a random place and ties are
+    at least ``step / 2 >= 2 * margin`` away, while values stay of order one
+    whatever the input size.  With ``margin == 0`` plain normal samples are returned.
     """
+    shape = p["shape"]
     if margin <= 0:
         return _randn(rng, shape, dtype)
-    n = math.prod(shape)
-    step = 4.0 * margin
-    x = (rng.permutation(n) - (n - 1) / 2.0) * step
-    return x.reshape(shape).astype(dtype)
+    ph, pw = p["pool_height"], p["pool_width"]
+    K, levels = ph * pw, 8
+    step = max(4.0 * margin, 2.0 / (levels * K))
+    H, W = shape[2], shape[3]
+    colour = (np.arange(H)[:, None] % ph) * pw + np.arange(W)[None, :] % pw
+    value = rng.integers(0, levels, size=shape) * K + colour + 0.5 * rng.random(shape)
+    return (step * (value - levels * K / 2.0)).astype(dtype)
 
 
 # -- affine -------------------------------------------------------------------
@@ -175,7 +185,7 @@ def _pool_out(p):
 
 
 def _pool_inputs(p, rng, dtype, margin):
-    x = _distinct(rng, p["shape"], dtype, margin)
+    x = _no_pool_ties(rng, p, dtype, margin)
     param = {"pool_height": p["pool_height"], "pool_width": p["pool_width"], "stride": p["stride"]}
     return SampleInput({"x": x}, param, _randn(rng, _pool_out(p), dtype))
 
@@ -258,7 +268,8 @@ def builtin_registry() -> Registry:
 
     conv and pool get ``naive`` (loops, the reference) and ``fast`` (im2col on
     the compiled kernels or their numpy fallback); affine and relu have one
-    vectorised implementation each, named ``numpy``.
+    vectorised implementation each, named ``numpy``.  When PyTorch is
+    installed every layer also gets ``torch`` (imported on first use).
     """
     from cnncheck import layers
     from cnncheck.layers import fast
@@ -274,4 +285,13 @@ def builtin_registry() -> Registry:
                            "python loops"))
     registry.add_impl(Impl("pool", "fast", layers.max_pool_forward_fast, layers.max_pool_backward_fast,
                            fast.BACKEND))
+    if importlib.util.find_spec("torch") is not None:
+        # Present when PyTorch is installed; torch itself is imported on the first call.
+        from cnncheck.layers import torch_impl as tl
+
+        for name, forward, backward in (("affine", tl.affine_forward, tl.affine_backward),
+                                        ("relu", tl.relu_forward, tl.relu_backward),
+                                        ("conv", tl.conv_forward, tl.conv_backward),
+                                        ("pool", tl.max_pool_forward, tl.max_pool_backward)):
+            registry.add_impl(Impl(name, "torch", forward, backward, tl.BACKEND))
     return registry
