@@ -1,14 +1,21 @@
-"""Build script for the compiled im2col kernel; all metadata lives in pyproject.toml.
+"""Build script for the compiled kernels; all metadata lives in pyproject.toml.
 
 ``extensions/_im2col_cy.pyx`` is cythonized into ``cnncheck._im2col_cy``.  The
 extension is optional: without a working C compiler the package still
 installs and :mod:`cnncheck.im2col` falls back to numpy with a warning.
+OpenMP is used when the compiler accepts it (the kernels' ``prange`` loops
+then share planes among threads) and left out otherwise, where the same
+loops run serially.
 """
+
+import os
+import tempfile
 
 import numpy
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
+from setuptools.errors import CompileError, LinkError
 
 # Optimisation flags per compiler family; unknown compilers get their defaults.
 COMPILE_ARGS = {
@@ -16,15 +23,53 @@ COMPILE_ARGS = {
     "mingw32": ["-O3"],
     "msvc": ["/O2"],
 }
+# OpenMP flags per compiler family: (compile args, link args).
+OPENMP_ARGS = {
+    "unix": (["-fopenmp"], ["-fopenmp"]),
+    "mingw32": (["-fopenmp"], ["-fopenmp"]),
+    "msvc": (["/openmp"], []),
+}
+_OPENMP_PROBE = """
+#include <omp.h>
+int main(void) {
+    int n = 0;
+    #pragma omp parallel reduction(+:n)
+    n += 1;
+    return omp_get_max_threads() > 0 && n > 0 ? 0 : 1;
+}
+"""
+
+
+def _compiler_accepts_openmp(compiler, compile_args, link_args) -> bool:
+    """Compile and link a tiny OpenMP program; False when the toolchain refuses it."""
+    if os.environ.get("CNNCHECK_NO_OPENMP") == "1":
+        return False
+    with tempfile.TemporaryDirectory() as tmp:
+        source = os.path.join(tmp, "probe_openmp.c")
+        with open(source, "w") as handle:
+            handle.write(_OPENMP_PROBE)
+        try:
+            objects = compiler.compile([source], output_dir=tmp, extra_postargs=compile_args)
+            compiler.link_executable(objects, os.path.join(tmp, "probe_openmp"), extra_postargs=link_args)
+        except (CompileError, LinkError):  # the toolchain has no OpenMP: build without it
+            return False
+    return True
 
 
 class BuildExt(build_ext):
-    """build_ext that adds optimisation flags the active compiler understands."""
+    """build_ext that adds optimisation flags, and OpenMP when the active compiler supports it."""
 
     def build_extensions(self):
-        args = COMPILE_ARGS.get(self.compiler.compiler_type, [])
+        kind = self.compiler.compiler_type
+        args = list(COMPILE_ARGS.get(kind, []))
+        link = []
+        omp_compile, omp_link = OPENMP_ARGS.get(kind, (None, None))
+        if omp_compile is not None and _compiler_accepts_openmp(self.compiler, omp_compile, omp_link):
+            args += omp_compile
+            link += omp_link
         for ext in self.extensions:
             ext.extra_compile_args = list(ext.extra_compile_args or []) + args
+            ext.extra_link_args = list(ext.extra_link_args or []) + link
         super().build_extensions()
 
 

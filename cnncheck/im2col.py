@@ -57,6 +57,31 @@ def _select_backend():
 
 
 _kernel, BACKEND = _select_backend()
+
+
+def _default_threads() -> int:
+    """Threads the compiled kernels may use: ``OMP_NUM_THREADS`` when set, else the usable CPUs."""
+    try:
+        requested = int(os.environ.get("OMP_NUM_THREADS", "").split(",")[0])
+    except ValueError:
+        requested = 0
+    if requested >= 1:
+        return requested
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # platforms without sched_getaffinity
+        return max(1, os.cpu_count() or 1)
+
+
+#: Most threads a compiled kernel uses (it runs serially without OpenMP).
+NUM_THREADS = _default_threads()
+# Below this many elements written, starting threads costs more than it saves.
+_PARALLEL_MIN_ELEMENTS = 1 << 16
+
+
+def kernel_threads(elements: int) -> int:
+    """Threads for a kernel call that writes ``elements`` values: 1 for small work."""
+    return NUM_THREADS if elements >= _PARALLEL_MIN_ELEMENTS else 1
 #: Backends that can be requested explicitly with the ``backend`` argument.
 BACKENDS = ("cython", "numpy")
 
@@ -165,7 +190,7 @@ def im2col(x, HH, WW, stride, pad, out=None, backend=None) -> np.ndarray:
         out = np.empty(shape, dtype=x.dtype)
     else:
         _check_out(out, shape, x.dtype, "out", x)
-    kernel.im2col(x, out, int(HH), int(WW), int(stride), int(pad))
+    kernel.im2col(x, out, int(HH), int(WW), int(stride), int(pad), kernel_threads(out.size))
     return out
 
 
@@ -214,5 +239,5 @@ def col2im(cols, x_shape, HH, WW, stride, pad, out=None, backend=None) -> np.nda
         out = np.empty(x_shape, dtype=cols.dtype)
     else:
         _check_out(out, x_shape, cols.dtype, "out", cols)
-    kernel.col2im(cols, out, int(HH), int(WW), int(stride), int(pad))
+    kernel.col2im(cols, out, int(HH), int(WW), int(stride), int(pad), kernel_threads(cols.size))
     return out

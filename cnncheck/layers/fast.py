@@ -1,4 +1,4 @@
-"""Fast convolution and max pooling: im2col plus one matrix product, and vectorised pooling.
+"""Fast convolution and max pooling: im2col into a reused workspace plus matrix products, and one-pass pooling.
 
 Same contract, results and error messages as :mod:`cnncheck.layers.naive`
 (the reference they are tested against): ``out, cache = forward(...)`` and
@@ -7,12 +7,34 @@ modified; float32 stays float32 (any other dtype is computed in float64);
 inputs of any memory layout are accepted.  Bad shapes or parameters raise
 :class:`cnncheck.errors.CnnCheckError`, a ``ValueError``.
 
-The convolution's im2col / col2im run in the compiled extension when it is
-built; :data:`BACKEND` (``"cython"`` or ``"numpy"``) says which kernel
-:mod:`cnncheck.im2col` picked.
+Design
+------
+Convolution works on chunks of images.  For each chunk, the windows are
+unfolded image by image (layout ``cols3`` of :mod:`cnncheck._im2col_cy`)
+into a workspace followed by a row of ones, and one matrix product per
+image, ``[w2 | b] @ [cols; 1]``, writes that image's output straight into
+NCHW order with the bias already added: no transpose pass, no bias pass.
+The backward pass unfolds the chunk again into the same workspace (the
+cache holds no column matrix, so a forward pass allocates nothing but its
+output), takes ``dw`` and ``db`` together from ``d @ [cols; 1].T`` and
+overwrites the workspace with ``w2.T @ d``, which col2im folds into ``dx``.
+A 1x1 kernel with stride 1 and no padding skips the unfolding.
+
+The workspace belongs to the calling thread (:class:`threading.local`), so
+the layers can be called from several threads at once; a chunk is sized to
+stay in cache, and a workspace larger than 64 MiB is not kept between calls.
+
+Pooling computes each window's maximum and the offset of its first maximum
+in one pass, and the backward pass scatters ``dout`` through those offsets.
+
+The loops run in the compiled extension when it is built; :data:`BACKEND`
+(``"cython"`` or ``"numpy"``) says which kernel :mod:`cnncheck.im2col`
+picked.  Both kernels give bit-identical results.
 """
 
 from __future__ import annotations
+
+import threading
 
 import numpy as np
 
@@ -26,8 +48,41 @@ from cnncheck.layers.naive import (
     pool_param_values,
 )
 
-#: Which im2col kernel the fast convolution uses: ``"cython"`` or ``"numpy"``.
+#: Which kernel the fast layers use: ``"cython"`` or ``"numpy"``.
 BACKEND = im2col.BACKEND
+
+# Bytes of column workspace per chunk of images: within the last-level cache
+# between the unfolding and the products, yet few chunks (each chunk hands
+# the cores from the unfolding to BLAS's threads and back; measured: 2 MiB
+# chunks cost the large convolution a fifth of its speed).
+_CHUNK_BYTES = 16 << 20
+# Threads of the convolution's unfolding kernels.  One: the products that
+# follow run on BLAS's threads, and OpenMP threads still spinning after a
+# parallel kernel take cores from them (measured: twice slower on 2 cores).
+_CONV_KERNEL_THREADS = 1
+# Largest workspace kept for the next call of the same thread.
+_MAX_KEPT_BYTES = 64 << 20
+_local = threading.local()
+
+
+def _workspace(shape: tuple, dtype: np.dtype) -> np.ndarray:
+    """An uninitialised C-contiguous array of ``shape`` owned by the calling thread.
+
+    The buffer is reused by the thread's next call, so the result must not
+    outlive the layer call that asked for it (it never goes into a cache or
+    an output).
+    """
+    nbytes = int(np.prod(shape)) * dtype.itemsize
+    buffer = getattr(_local, "buffer", None)
+    if buffer is None or buffer.nbytes < nbytes:
+        buffer = np.empty(max(nbytes, 1), dtype=np.uint8)
+        if nbytes <= _MAX_KEPT_BYTES:
+            _local.buffer = buffer
+    return buffer[:nbytes].view(dtype).reshape(shape)
+
+
+def _images_per_chunk(N: int, bytes_per_image: int) -> int:
+    return max(1, min(N, _CHUNK_BYTES // max(bytes_per_image, 1)))
 
 
 def _unpack(cache, names: tuple, layer: str) -> tuple:
@@ -45,13 +100,18 @@ def _readonly(a: np.ndarray) -> np.ndarray:
     return a
 
 
+def _is_pointwise(HH: int, WW: int, stride: int, pad: int) -> bool:
+    """True for a 1x1 kernel with stride 1 and no padding: the columns are x itself."""
+    return HH == WW == 1 and stride == 1 and pad == 0
+
+
 # -- convolution ----------------------------------------------------------------
 def conv_forward_fast(x, w, b, conv_param):
-    """Convolution (cross-correlation) as im2col plus one matrix product.
+    """Convolution (cross-correlation) as im2col plus one matrix product per image, bias fused.
 
-    ``out = w.reshape(F, -1) @ im2col(x)``, computed block by block (one block
-    of columns per image) so that the product lands in NCHW order; the bias
-    is then added in place.
+    ``out[n] = [w2 | b] @ [cols_n; 1]`` with ``w2 = w.reshape(F, -1)`` and
+    ``cols_n`` image n's im2col matrix, computed chunk by chunk in a
+    per-thread workspace and written straight into NCHW order.
 
     Parameters
     ----------
@@ -67,11 +127,11 @@ def conv_forward_fast(x, w, b, conv_param):
         ``W_out = 1 + (W + 2*pad - WW) // stride`` (floor, as PyTorch does);
         trailing rows and columns of x that no window reaches do not
         contribute.  float32 when x, w and b are all float32, else float64.
-    cache : tuple (x, w, b, conv_param, cols)
-        x, w, b and conv_param as given (never modified), and ``cols``, the
-        read-only im2col matrix of x in the common dtype, shape
-        (C*HH*WW, N*H_out*W_out) (layout in :mod:`cnncheck.im2col`), reused
-        by the backward pass.
+    cache : tuple (x, w, b, conv_param, xc)
+        x, w, b and conv_param as given (never modified), and ``xc``, a
+        read-only C-contiguous view of x in the common dtype (x's own memory
+        when x already is one; a copy otherwise), which the backward pass
+        unfolds again.
 
     Raises
     ------
@@ -85,27 +145,40 @@ def conv_forward_fast(x, w, b, conv_param):
     if b_arr.shape != (F,):
         raise CnnCheckError(f"conv b must have shape ({F},) for {F} filters, got {b_arr.shape}")
     dtype = common_dtype(x_arr, w_arr, b_arr)
-    HH, WW = w_arr.shape[2:]
-    cols = im2col.im2col(x_arr.astype(dtype, copy=False), HH, WW, stride, pad)
-    w2 = w_arr.astype(dtype, copy=False).reshape(F, -1)
-    # One product per image, w2 @ cols[:, block n], written straight into NCHW
-    # order: no (F, N*H_out*W_out) temporary and no transpose pass.
-    per_image = cols.reshape(-1, N, H_out * W_out).transpose(1, 0, 2)
-    out = np.matmul(w2, per_image)
-    out += b_arr.astype(dtype, copy=False).reshape(1, F, 1)
-    return out.reshape(N, F, H_out, W_out), (x, w, b, conv_param, _readonly(cols))
+    C, HH, WW = w_arr.shape[1:]
+    K, P = C * HH * WW, H_out * W_out
+    xc = _readonly(np.ascontiguousarray(x_arr, dtype=dtype).view())
+    out = np.empty((N, F, P), dtype=dtype)
+    if _is_pointwise(HH, WW, stride, pad):
+        np.matmul(w_arr.reshape(F, K).astype(dtype, copy=False), xc.reshape(N, C, P), out=out)
+        out += b_arr.astype(dtype, copy=False).reshape(1, F, 1)
+        return out.reshape(N, F, H_out, W_out), (x, w, b, conv_param, xc)
+    wb = np.empty((F, K + 1), dtype=dtype)  # [w2 | b]
+    wb[:, :K] = w_arr.reshape(F, K)
+    wb[:, K] = b_arr
+    per_chunk = _images_per_chunk(N, (K + 1) * P * dtype.itemsize)
+    cols = _workspace((per_chunk, K + 1, P), dtype)
+    cols[:, K, :] = 1  # the kernel writes rows 0 .. K-1 only
+    kernel = im2col._kernel
+    for n0 in range(0, N, per_chunk):
+        n1 = min(N, n0 + per_chunk)
+        block = cols[:n1 - n0]
+        kernel.im2col_images(xc[n0:n1], block, HH, WW, stride, pad, _CONV_KERNEL_THREADS)
+        np.matmul(wb, block, out=out[n0:n1])
+    return out.reshape(N, F, H_out, W_out), (x, w, b, conv_param, xc)
 
 
 def conv_backward_fast(dout, cache):
-    """Backward pass of :func:`conv_forward_fast`: two matrix products and col2im.
+    """Backward pass of :func:`conv_forward_fast`: products per image and col2im.
 
-    With ``d2`` the upstream gradient as (F, N*H_out*W_out):
-    ``dw = d2 @ cols.T``, ``dx = col2im(w2.T @ d2)`` and ``db = d2.sum(1)``.
+    With ``d_n`` image n's upstream gradient as (F, H_out*W_out):
+    ``[dw | db] = sum_n d_n @ [cols_n; 1].T`` and
+    ``dx_n = col2im(w2.T @ d_n)``.
 
     Parameters
     ----------
     dout : ndarray, shape (N, F, H_out, W_out); any memory layout, never modified
-    cache : tuple (x, w, b, conv_param, cols) from :func:`conv_forward_fast`
+    cache : tuple (x, w, b, conv_param, xc) from :func:`conv_forward_fast`
 
     Returns
     -------
@@ -120,7 +193,7 @@ def conv_backward_fast(dout, cache):
         A ``ValueError`` when dout's shape differs from the forward output's or
         the cache is not one :func:`conv_forward_fast` returned.
     """
-    x, w, b, conv_param, cols = _unpack(cache, ("x", "w", "b", "conv_param", "cols"), "conv")
+    x, w, b, conv_param, xc = _unpack(cache, ("x", "w", "b", "conv_param", "xc"), "conv")
     stride, pad = conv_param_values(conv_param)
     x, w, b = as_float_array(x, "x"), as_float_array(w, "w"), as_float_array(b, "b")
     N, F, H_out, W_out = geometry.conv_output_shape(x.shape, w.shape, stride, pad)
@@ -128,50 +201,53 @@ def conv_backward_fast(dout, cache):
         raise CnnCheckError(f"conv b must have shape ({F},) for {F} filters, got {b.shape}")
     dout = check_dout(dout, (N, F, H_out, W_out), "conv")
     dtype = common_dtype(x, w, b)
-    C, HH, WW = w.shape[1:]
-    expected = (C * HH * WW, N * H_out * W_out)
-    if not isinstance(cols, np.ndarray) or cols.shape != expected or cols.dtype != dtype:
-        got = f"{cols.shape} {cols.dtype}" if isinstance(cols, np.ndarray) else type(cols).__name__
+    if (not isinstance(xc, np.ndarray) or xc.shape != x.shape or xc.dtype != dtype
+            or not xc.flags.c_contiguous):
+        got = f"{xc.shape} {xc.dtype}" if isinstance(xc, np.ndarray) else type(xc).__name__
         raise CnnCheckError(
-            f"conv backward: the cache's cols must have shape {expected} and dtype {dtype}, got {got}; "
-            "pass the cache returned by conv_forward_fast"
+            f"conv backward: the cache's xc must be a C-contiguous array of shape {x.shape} and dtype {dtype}, "
+            f"got {got}; pass the cache returned by conv_forward_fast"
         )
-    d2 = np.empty((F, N, H_out * W_out), dtype=dtype)
-    np.copyto(d2, dout.reshape(N, F, H_out * W_out).transpose(1, 0, 2))
-    d2 = d2.reshape(F, N * H_out * W_out)
-    w2 = w.astype(dtype, copy=False).reshape(F, -1)
-    db = d2.sum(axis=1)
-    dw = np.matmul(d2, cols.T).reshape(w.shape)
-    dcols = np.matmul(w2.T, d2)  # (C*HH*WW, N*H_out*W_out), C-contiguous
-    dx = im2col.col2im(dcols, x.shape, HH, WW, stride, pad)
-    return dx, dw, db
+    C, HH, WW = w.shape[1:]
+    K, P = C * HH * WW, H_out * W_out
+    d = np.ascontiguousarray(dout, dtype=dtype).reshape(N, F, P)
+    w2 = w.astype(dtype, copy=False).reshape(F, K)
+    dx = np.empty((N, C, x.shape[2], x.shape[3]), dtype=dtype)
+    if _is_pointwise(HH, WW, stride, pad):
+        np.matmul(w2.T, d, out=dx.reshape(N, C, P))
+        dw = np.matmul(d, xc.reshape(N, C, P).transpose(0, 2, 1)).sum(axis=0)
+        return dx, dw.reshape(w.shape), d.sum(axis=(0, 2))
+    per_chunk = _images_per_chunk(N, (K + 1) * P * dtype.itemsize)
+    cols = _workspace((per_chunk, K + 1, P), dtype)
+    cols[:, K, :] = 1
+    dwb = np.zeros((F, K + 1), dtype=dtype)  # [dw2 | db]
+    w2t = w2.T
+    kernel = im2col._kernel
+    for n0 in range(0, N, per_chunk):
+        n1 = min(N, n0 + per_chunk)
+        block = cols[:n1 - n0]
+        threads = _CONV_KERNEL_THREADS
+        kernel.im2col_images(xc[n0:n1], block, HH, WW, stride, pad, threads)
+        dwb += np.matmul(d[n0:n1], block.transpose(0, 2, 1)).sum(axis=0)
+        np.matmul(w2t, d[n0:n1], out=block[:, :K])  # dcols, over the columns just used
+        kernel.col2im_images(block, dx[n0:n1], HH, WW, stride, pad, threads)
+    return dx, np.ascontiguousarray(dwb[:, :K]).reshape(w.shape), dwb[:, K].copy()
 
 
 # -- max pooling ----------------------------------------------------------------
-def _tiles(shape, ph: int, pw: int, stride: int) -> bool:
-    """True when the pooling windows tile the input exactly (the reshape path)."""
-    _, _, H, W = shape
-    return ph == pw == stride and H % ph == 0 and W % pw == 0
+_INDEX_DTYPES = (np.dtype(np.uint8), np.dtype(np.uint16), np.dtype(np.uint32))
 
 
-def _window_views(a: np.ndarray, ph: int, pw: int, stride: int, H_out: int, W_out: int):
-    """Yield ``(k, view)`` for each window offset k = kh*pw + kw in row-major order.
-
-    ``view`` has shape (N, C, H_out, W_out) and holds element (kh, kw) of every
-    window: ``view[n, c, i, j] == a[n, c, i*stride + kh, j*stride + kw]``.
-    For a fixed k the views of distinct windows never overlap.
-    """
-    for kh in range(ph):
-        rows = slice(kh, kh + stride * (H_out - 1) + 1, stride)
-        for kw in range(pw):
-            yield kh * pw + kw, a[:, :, rows, slice(kw, kw + stride * (W_out - 1) + 1, stride)]
+def _index_dtype(window: int) -> np.dtype:
+    """The narrowest unsigned type the kernels take that holds offsets 0 .. window-1."""
+    for dtype in _INDEX_DTYPES:
+        if window - 1 <= np.iinfo(dtype).max:
+            return dtype
+    raise CnnCheckError(f"pooling windows of {window} elements are too large (at most 2**32)")
 
 
 def max_pool_forward_fast(x, pool_param):
-    """Max pooling without padding, vectorised over windows; records each window's argmax.
-
-    One pass per window offset (ph*pw passes over output-sized arrays) keeps
-    the running maximum and the offset where it was first reached.
+    """Max pooling without padding in one pass; records each window's argmax.
 
     Parameters
     ----------
@@ -204,35 +280,18 @@ def max_pool_forward_fast(x, pool_param):
     ph, pw, stride = pool_param_values(pool_param)
     x_arr = as_float_array(x, "x")
     N, C, H_out, W_out = geometry.pool_output_shape(x_arr.shape, ph, pw, stride)
-    views = _window_views(x_arr, ph, pw, stride, H_out, W_out)
-    _, first = next(views)
-    best = np.array(first, order="C")  # running maximum, becomes out
-    argmax = np.zeros(best.shape, dtype=np.min_scalar_type(ph * pw - 1))
-    step = np.empty_like(argmax)
-    mask = np.empty(best.shape, dtype=bool)
-    # NaN compares false with everything; only when x holds one (its sum is
-    # then NaN) do the comparisons need the slower NaN-aware rule.
-    nan_aware = bool(np.isnan(np.sum(x_arr)))
-    for k, v in views:
-        np.greater(v, best, out=mask)  # strict: an equal value later in the window never wins
-        if nan_aware:
-            mask |= np.isnan(v) & ~np.isnan(best)
-        np.maximum(best, v, out=best)
-        # argmax = where(mask, k, argmax) in unsigned arithmetic, which wraps
-        # exactly: argmax + mask * (k - argmax).
-        np.subtract(k, argmax, out=step)
-        np.multiply(step, mask, out=step)
-        argmax += step
-    return best, (x, pool_param, _readonly(argmax))
+    out = np.empty((N, C, H_out, W_out), dtype=x_arr.dtype)
+    argmax = np.empty(out.shape, dtype=_index_dtype(ph * pw))
+    xc = np.ascontiguousarray(x_arr)
+    im2col._kernel.max_pool_forward(xc, out, argmax, ph, pw, stride, im2col.kernel_threads(xc.size))
+    return out, (x, pool_param, _readonly(argmax))
 
 
 def max_pool_backward_fast(dout, cache):
     """Backward pass of :func:`max_pool_forward_fast`: scatter dout through the saved argmax.
 
-    When the windows tile the input (pool_height == pool_width == stride,
-    dividing H and W) every pixel belongs to exactly one window and dx is
-    written through a reshaped view without zeroing or accumulating; otherwise
-    dx starts at zero and overlapping windows accumulate.
+    Each pixel of dx is 0 plus the gradients of the windows whose first
+    maximum it is, added in row-major window order (as the naive loops do).
 
     Parameters
     ----------
@@ -248,13 +307,14 @@ def max_pool_backward_fast(dout, cache):
     ------
     CnnCheckError
         A ``ValueError`` when dout's shape differs from the forward output's or
-        the cache is not one :func:`max_pool_forward_fast` returned.
+        the cache is not one :func:`max_pool_forward_fast` returned (including
+        an argmax holding offsets outside the window).
     """
     x, pool_param, argmax = _unpack(cache, ("x", "pool_param", "argmax"), "pool")
     ph, pw, stride = pool_param_values(pool_param)
     x = as_float_array(x, "x")
     N, C, H_out, W_out = geometry.pool_output_shape(x.shape, ph, pw, stride)
-    dout = check_dout(dout, (N, C, H_out, W_out), "pool").astype(x.dtype, copy=False)
+    dout = check_dout(dout, (N, C, H_out, W_out), "pool")
     if (not isinstance(argmax, np.ndarray) or argmax.shape != dout.shape
             or argmax.dtype.kind not in "ui"):
         got = f"{argmax.shape} {argmax.dtype}" if isinstance(argmax, np.ndarray) else type(argmax).__name__
@@ -262,31 +322,19 @@ def max_pool_backward_fast(dout, cache):
             f"pool backward: the cache's argmax must be an integer array of shape {dout.shape}, got {got}; "
             "pass the cache returned by max_pool_forward_fast"
         )
-    mask = np.empty(dout.shape, dtype=bool)
-    # dout * mask is exact for finite dout (0 * finite is a zero, and adding a
-    # zero changes nothing); inf or NaN in dout takes masked copies instead.
-    finite = bool(np.isfinite(np.sum(dout)))
-    if _tiles(x.shape, ph, pw, stride):
-        # Every pixel is in exactly one window: write each offset's pixels once.
-        dx = np.empty(x.shape, dtype=x.dtype)
-        tiles = dx.reshape(N, C, H_out, ph, W_out, pw)
-        for kh in range(ph):
-            for kw in range(pw):
-                dst = tiles[:, :, :, kh, :, kw]
-                np.equal(argmax, kh * pw + kw, out=mask)
-                if finite:
-                    np.multiply(dout, mask, out=dst)
-                else:
-                    dst[...] = 0
-                    np.copyto(dst, dout, where=mask)
-        return dx
-    # Offsets in reverse order add each pixel's contributions window by window
-    # in row-major window order, the order of the naive loops: same sums, bit for bit.
-    dx = np.zeros(x.shape, dtype=x.dtype)
-    for k, dst in reversed(list(_window_views(dx, ph, pw, stride, H_out, W_out))):
-        np.equal(argmax, k, out=mask)
-        if finite:
-            dst += dout * mask
-        else:
-            np.add(dst, dout, out=dst, where=mask)
+    window = ph * pw
+    index_dtype = _index_dtype(window)
+    # The kernel trusts every offset: one outside the window would write out of bounds.
+    info = np.iinfo(argmax.dtype)
+    if (info.max >= window and argmax.max() >= window) or (info.min < 0 and argmax.min() < 0):
+        raise CnnCheckError(
+            f"pool backward: the cache's argmax holds offsets outside [0, {window}); "
+            "pass the cache returned by max_pool_forward_fast"
+        )
+    if argmax.dtype not in _INDEX_DTYPES:
+        argmax = argmax.astype(index_dtype)
+    argmax = np.ascontiguousarray(argmax)
+    d = np.ascontiguousarray(dout, dtype=x.dtype)
+    dx = np.empty(x.shape, dtype=x.dtype)
+    im2col._kernel.max_pool_backward(d, argmax, dx, ph, pw, stride, im2col.kernel_threads(dx.size))
     return dx

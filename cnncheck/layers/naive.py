@@ -149,7 +149,16 @@ def relu_backward(dout, cache):
     x = as_float_array(cache, "x")
     dout = check_dout(dout, x.shape, "relu")
     dtype = common_dtype(x, dout)
-    return np.where(x > 0, dout, 0).astype(dtype, copy=False)
+    passes = x > 0
+    # dout * mask then + 0.0 (turning the -0.0 of negative dout into +0.0) is
+    # where(x > 0, dout, 0) exactly, and faster, unless dout holds inf or NaN
+    # where x <= 0: 0 * inf is NaN there, which the sum reveals.
+    with np.errstate(invalid="ignore"):
+        dx = np.multiply(dout, passes, dtype=dtype)
+    np.add(dx, 0.0, out=dx)
+    if np.isnan(np.add.reduce(dx, axis=None)):
+        dx = np.where(passes, dout, 0).astype(dtype, copy=False)
+    return dx
 
 
 # -- convolution ----------------------------------------------------------------

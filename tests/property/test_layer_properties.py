@@ -212,3 +212,33 @@ def test_fast_pool_gradient_matches_numerical_without_ties(geometry, seed):
     dout = rng.standard_normal(out.shape)
     numeric = eval_numerical_gradient_array(lambda v: max_pool_forward_fast(v, param)[0], x, dout)
     assert rel_error(max_pool_backward_fast(dout, cache), numeric) < 1e-7
+
+
+@pytest.mark.skipif(_im2col_cy is None, reason="compiled extension cnncheck._im2col_cy not built")
+@settings(max_examples=60)
+@given(geometry=pool_geometry(), dtype=dtypes, values=st.sampled_from(["normal", "ties", "nan"]),
+       threads=st.integers(1, 3), seed=st.integers(0, 2**32 - 1))
+def test_compiled_and_numpy_pool_kernels_agree_exactly(geometry, dtype, values, threads, seed):
+    x_shape, (ph, pw, stride) = geometry
+    rng = np.random.default_rng(seed)
+    x = (rng.integers(0, 3, x_shape) if values != "normal" else rng.standard_normal(x_shape)).astype(dtype)
+    if values == "nan":
+        x[rng.random(x_shape) < 0.2] = np.nan
+        x[rng.random(x_shape) < 0.1] = np.inf
+        x[rng.random(x_shape) < 0.1] = -np.inf
+    H_out, W_out = 1 + (x_shape[2] - ph) // stride, 1 + (x_shape[3] - pw) // stride
+    out_shape = x_shape[:2] + (H_out, W_out)
+    results = []
+    for kernel, nt in ((_im2col_cy, threads), (_im2col_numpy, 1)):
+        out = np.empty(out_shape, dtype)
+        argmax = np.empty(out_shape, np.uint8)
+        kernel.max_pool_forward(x, out, argmax, ph, pw, stride, nt)
+        dout = np.random.default_rng(seed).standard_normal(out_shape).astype(dtype)
+        dx = np.full(x_shape, np.nan, dtype)
+        kernel.max_pool_backward(dout, argmax, dx, ph, pw, stride, nt)
+        results.append((out, argmax, dx))
+    for got, want in zip(*results):
+        np.testing.assert_array_equal(got, want)
+    # and both follow the naive rule (first maximum, first NaN)
+    out_n, _ = max_pool_forward_naive(x, {"pool_height": ph, "pool_width": pw, "stride": stride})
+    np.testing.assert_array_equal(results[0][0], out_n)

@@ -123,15 +123,15 @@ def test_conv_does_not_modify_inputs_or_cache(rng):
         a.flags.writeable = False
     param_copy = dict(conv_param)
     out, cache = conv_forward_fast(x, w, b, conv_param)
-    cols = cache[4]
-    assert not cols.flags.writeable
-    cols_copy = cols.copy()
+    xc = cache[4]
+    assert not xc.flags.writeable
+    xc_copy = xc.copy()
     dout = rng.standard_normal(out.shape)
     dout.flags.writeable = False
     dout_copy = dout.copy()
     first = conv_backward_fast(dout, cache)
     second = conv_backward_fast(dout, cache)
-    for got, want in zip((x, w, b, dout, cols), (*copies, dout_copy, cols_copy)):
+    for got, want in zip((x, w, b, dout, xc), (*copies, dout_copy, xc_copy)):
         np.testing.assert_array_equal(got, want)
     assert conv_param == param_copy
     assert all(c is o for c, o in zip(cache[:4], (x, w, b, conv_param)))
@@ -142,9 +142,15 @@ def test_conv_does_not_modify_inputs_or_cache(rng):
 def test_conv_cache_contents(rng):
     x, w, b, conv_param = conv_inputs(rng, CONV_CASES[1])
     _, cache = conv_forward_fast(x, w, b, conv_param)
-    cx, cw, cb, cparam, cols = cache
+    cx, cw, cb, cparam, xc = cache
     assert cx is x and cw is w and cb is b and cparam is conv_param
-    np.testing.assert_array_equal(cols, im2col.im2col(x, 3, 2, 2, 1))
+    # A C-contiguous float64 x is kept as a read-only view of its own memory, not copied.
+    assert np.shares_memory(xc, x) and not xc.flags.writeable and x.flags.writeable
+    # Other layouts and dtypes are converted once, in the forward pass.
+    _, cache = conv_forward_fast(np.asfortranarray(x).astype(np.float32), w, b, conv_param)
+    xc = cache[4]
+    assert xc.dtype == np.float64 and xc.flags.c_contiguous and not xc.flags.writeable
+    np.testing.assert_array_equal(xc, x.astype(np.float32))
 
 
 @needs_cython
@@ -350,12 +356,14 @@ def test_backward_refuses_a_foreign_cache(rng):
     x, w, b, conv_param = conv_inputs(rng, CONV_CASES[0])
     out, naive_cache = conv_forward_naive(x, w, b, conv_param)
     dout = np.zeros(out.shape)
-    assert "cache must be the tuple (x, w, b, conv_param, cols)" in _raised(conv_backward_fast, dout, naive_cache)
+    assert "cache must be the tuple (x, w, b, conv_param, xc)" in _raised(conv_backward_fast, dout, naive_cache)
     _, cache = conv_forward_fast(x, w, b, conv_param)
-    bad = cache[:4] + (cache[4][:, :-1],)
-    assert "cols must have shape" in _raised(conv_backward_fast, dout, bad)
+    bad = cache[:4] + (cache[4][:, :, :-1],)
+    assert "xc must be a C-contiguous array of shape" in _raised(conv_backward_fast, dout, bad)
     bad = cache[:4] + (cache[4].astype(np.float32),)
     assert "dtype float64" in _raised(conv_backward_fast, dout, bad)
+    bad = cache[:4] + (np.asfortranarray(cache[4]),)
+    assert "C-contiguous" in _raised(conv_backward_fast, dout, bad)
     bad = cache[:3] + ({"stride": 1, "pad": 1}, cache[4])
     assert "dout has shape" in _raised(conv_backward_fast, dout, bad)
     x = rng.standard_normal((1, 1, 4, 4))
@@ -366,8 +374,100 @@ def test_backward_refuses_a_foreign_cache(rng):
     assert "argmax must be an integer array" in _raised(max_pool_backward_fast, dout, bad)
     bad = cache[:2] + (cache[2][..., :1],)
     assert "argmax must be an integer array" in _raised(max_pool_backward_fast, dout, bad)
+    # Offsets outside the 2x2 window would make the scatter write out of bounds.
+    for offsets in (np.full((1, 1, 2, 2), 4, dtype=np.uint8), np.full((1, 1, 2, 2), -1, dtype=np.int64)):
+        bad = cache[:2] + (offsets,)
+        assert "offsets outside [0, 4)" in _raised(max_pool_backward_fast, dout, bad)
+    # Any integer type holding valid offsets is accepted.
+    good = cache[:2] + (cache[2].astype(np.int64),)
+    np.testing.assert_array_equal(max_pool_backward_fast(dout + 1, good), max_pool_backward_fast(dout + 1, cache))
 
 
 def test_naive_helpers_are_shared():
     assert fast.as_float_array is naive.as_float_array
     assert fast.conv_param_values is naive.conv_param_values
+
+
+# -- workspace, chunking, threads -------------------------------------------------
+def _conv_run(x, w, b, conv_param, dout):
+    out, cache = conv_forward_fast(x, w, b, conv_param)
+    return (out, *conv_backward_fast(dout, cache))
+
+
+def _pool_run(x, param, dout):
+    out, cache = max_pool_forward_fast(x, param)
+    return out, max_pool_backward_fast(dout, cache)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_conv_chunking_does_not_change_results(rng, monkeypatch, dtype):
+    x, w, b, conv_param = conv_inputs(rng, ((5, 3, 9, 8), (4, 3, 3), 2, 1), dtype)
+    dout = rng.standard_normal((5, 4, 5, 4)).astype(dtype)
+    whole = _conv_run(x, w, b, conv_param, dout)
+    monkeypatch.setattr(fast, "_CHUNK_BYTES", 1)  # one image per chunk
+    for got, want in zip(_conv_run(x, w, b, conv_param, dout), whole):
+        np.testing.assert_array_equal(got, want)
+
+
+@needs_cython
+def test_parallel_kernels_give_the_serial_results(rng, monkeypatch):
+    x, w, b, conv_param = conv_inputs(rng, ((3, 4, 11, 10), (5, 3, 2), 1, 1))
+    dout = rng.standard_normal((3, 5, 11, 11))
+    px = rng.integers(0, 3, (3, 4, 10, 9)).astype(np.float64)  # ties
+    param = pool_param(3, 2, 2)
+    pdout = rng.standard_normal((3, 4, 4, 4))
+    serial = _conv_run(x, w, b, conv_param, dout) + _pool_run(px, param, pdout)
+    monkeypatch.setattr(fast, "_CONV_KERNEL_THREADS", 3)
+    monkeypatch.setattr(im2col, "NUM_THREADS", 3)
+    monkeypatch.setattr(im2col, "_PARALLEL_MIN_ELEMENTS", 1)
+    parallel = _conv_run(x, w, b, conv_param, dout) + _pool_run(px, param, pdout)
+    for got, want in zip(parallel, serial):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_layers_are_safe_to_call_from_two_threads(rng, monkeypatch):
+    import threading
+
+    # Small chunks: each call goes through its thread's workspace many times.
+    monkeypatch.setattr(fast, "_CHUNK_BYTES", 1)
+    jobs = []
+    for k, case in enumerate([((6, 3, 9, 9), (4, 3, 3), 1, 1), ((5, 2, 12, 7), (3, 2, 4), 2, 2)]):
+        dtype = (np.float64, np.float32)[k]
+        x, w, b, conv_param = conv_inputs(rng, case, dtype)
+        dout = rng.standard_normal(conv_forward_fast(x, w, b, conv_param)[0].shape).astype(dtype)
+        px = rng.standard_normal((4, 3, 8 + 2 * k, 8)).astype(dtype)
+        param = pool_param(2, 2, 2) if k == 0 else pool_param(3, 2, 1)
+        pdout = rng.standard_normal(max_pool_forward_fast(px, param)[0].shape).astype(dtype)
+        jobs.append(((x, w, b, conv_param, dout), (px, param, pdout)))
+    serial = [_conv_run(*c) + _pool_run(*p) for c, p in jobs]
+    results = [[] for _ in jobs]
+    start = threading.Barrier(len(jobs))
+
+    def work(i):
+        start.wait()
+        conv_args, pool_args = jobs[i]
+        for _ in range(30):
+            results[i].append(_conv_run(*conv_args) + _pool_run(*pool_args))
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(jobs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for i, runs in enumerate(results):
+        assert len(runs) == 30
+        for run in runs:
+            for got, want in zip(run, serial[i]):
+                np.testing.assert_array_equal(got, want)
+
+
+def test_pointwise_kernel_path(rng):
+    # A 1x1 kernel with stride 1 and no padding skips the unfolding.
+    for dtype in (np.float64, np.float32):
+        x, w, b, conv_param = conv_inputs(rng, ((3, 4, 5, 6), (5, 1, 1), 1, 0), dtype)
+        out_n, cache_n = conv_forward_naive(x, w, b, conv_param)
+        out_f, cache_f = conv_forward_fast(np.asfortranarray(x), w, b, conv_param)
+        assert_matches(out_f, out_n)
+        dout = rng.standard_normal(out_n.shape).astype(dtype)
+        for g_f, g_n in zip(conv_backward_fast(dout, cache_f), conv_backward_naive(dout, cache_n)):
+            assert_matches(g_f, g_n)

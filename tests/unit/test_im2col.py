@@ -232,3 +232,30 @@ def test_forcing_cython_without_extension_is_a_clear_error(monkeypatch):
     with pytest.raises(CnnCheckError, match="not built"):
         im2col.im2col(np.zeros((1, 1, 3, 3)), 2, 2, 1, 0, backend="cython")
 
+
+
+@needs_cython
+@pytest.mark.parametrize("geometry", GEOMETRIES)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_per_image_kernels_agree_and_keep_extra_rows(rng, geometry, dtype):
+    N, C, H, W, HH, WW, stride, pad = geometry
+    x = rng.standard_normal((N, C, H, W)).astype(dtype)
+    K, NP = im2col.cols_shape(x.shape, HH, WW, stride, pad)
+    P = NP // N
+    results = []
+    for kernel in (_im2col_cy, _im2col_numpy):
+        cols3 = np.full((N, K + 1, P), 7.0, dtype=dtype)  # the row past K belongs to the caller
+        kernel.im2col_images(x, cols3, HH, WW, stride, pad, 2)
+        np.testing.assert_array_equal(cols3[:, K], 7.0)
+        # Block n is image n's im2col matrix.
+        np.testing.assert_array_equal(cols3[:, :K].transpose(1, 0, 2).reshape(K, NP),
+                                      reference_cols(x, HH, WW, stride, pad))
+        y3 = rng.standard_normal((N, K + 1, P)).astype(dtype)
+        dx = np.full(x.shape, np.nan, dtype=dtype)
+        kernel.col2im_images(y3, dx, HH, WW, stride, pad, 2)
+        # Same sums as col2im on the (K, N*P) layout.
+        expected = im2col.col2im(np.ascontiguousarray(y3[:, :K].transpose(1, 0, 2)).reshape(K, NP),
+                                 x.shape, HH, WW, stride, pad, backend="numpy")
+        np.testing.assert_array_equal(dx, expected)
+        results.append(cols3)
+    np.testing.assert_array_equal(results[0], results[1])
