@@ -142,3 +142,27 @@ def max_pool_backward(dout, argmax, dx, ph, pw, stride, num_threads=1):
     for k, dst in reversed(list(_pool_views(dx, ph, pw, stride, H_out, W_out))):
         np.equal(argmax, k, out=mask)
         np.add(dst, dout, out=dst, where=mask)
+
+
+def relu_forward(x, out, num_threads=1):
+    """Fill ``out`` with ``np.maximum(x, 0)``; both flat and of the same length.
+
+    NaN passes through; ``-0.0`` and every negative give ``+0.0``.
+    """
+    np.maximum(x, 0, out=out)
+
+
+def relu_backward(dout, x, dx, num_threads=1):
+    """Overwrite ``dx`` with ``dout`` where ``x > 0`` and +0.0 elsewhere; all flat, one length.
+
+    ``dout * (x > 0) + 0.0`` is that, bit for bit (``+ 0.0`` turns the
+    ``-0.0`` of a negative or zero gradient into ``+0.0``), unless dout holds
+    inf or NaN where x <= 0: ``0 * inf`` is NaN there, which the sum reveals,
+    and those places are then set to 0.
+    """
+    passes = x > 0
+    with np.errstate(invalid="ignore"):
+        np.multiply(dout, passes, out=dx)
+    np.add(dx, 0.0, out=dx)
+    if np.isnan(np.add.reduce(dx)):
+        np.copyto(dx, 0, where=~passes)

@@ -25,7 +25,8 @@ Every kernel works plane by plane, one (image, channel) pair at a time, so
 the input plane stays in cache and distinct planes never write to the same
 memory: the planes are shared among ``num_threads`` OpenMP threads when the
 module was built with OpenMP (serially otherwise).  Sums are formed in the
-same order whatever the thread count.
+same order whatever the thread count.  The elementwise relu kernels work on
+flat arrays in blocks of consecutive elements instead.
 """
 
 from cython cimport floating
@@ -347,3 +348,57 @@ def max_pool_backward(const floating[:, :, :, ::1] dout, const index_t[:, :, :, 
                           H, W, stride, H_out, W_out)
     finally:
         free(offset)
+
+
+# Elements per block of the elementwise relu kernels: the blocks are shared
+# among the threads, and each block's loop is simple enough to vectorise.
+cdef enum:
+    _RELU_BLOCK = 16384
+
+
+cdef void _relu_forward_block(const floating* x, floating* out, Py_ssize_t n) noexcept nogil:
+    """``out[i] = 0 if x[i] <= 0 else x[i]`` for i < n: a compare and a select, no branch.
+
+    NaN is not <= 0, so it passes through unchanged, as in ``np.maximum(x, 0)``;
+    ``-0.0`` gives ``+0.0``.
+    """
+    cdef Py_ssize_t i
+    cdef floating v
+    for i in range(n):
+        v = x[i]
+        out[i] = 0 if v <= 0 else v
+
+
+cdef void _relu_backward_block(const floating* dout, const floating* x, floating* dx,
+                               Py_ssize_t n) noexcept nogil:
+    """``dx[i] = dout[i] + 0 if x[i] > 0 else 0`` for i < n: a compare and a select, no branch.
+
+    Where x <= 0 (or x is NaN) the gradient is exactly +0.0 whatever dout
+    holds there, inf and NaN included; ``+ 0`` turns a ``-0.0`` gradient into
+    ``+0.0``, so every zero of dx is +0.0 (as in the numpy reference).
+    """
+    cdef Py_ssize_t i
+    cdef floating g
+    for i in range(n):
+        g = dout[i] + 0
+        dx[i] = g if x[i] > 0 else 0
+
+
+def relu_forward(const floating[::1] x, floating[::1] out, int num_threads=1):
+    """Fill ``out`` with ``np.maximum(x, 0)``, bit for bit; both flat and of the same length."""
+    cdef Py_ssize_t n = x.shape[0]
+    cdef Py_ssize_t blocks = (n + _RELU_BLOCK - 1) // _RELU_BLOCK
+    cdef Py_ssize_t k, start
+    for k in prange(blocks, nogil=True, num_threads=num_threads, schedule="static"):
+        start = k * _RELU_BLOCK
+        _relu_forward_block(&x[start], &out[start], min(_RELU_BLOCK, n - start))
+
+
+def relu_backward(const floating[::1] dout, const floating[::1] x, floating[::1] dx, int num_threads=1):
+    """Overwrite ``dx`` with ``dout`` where ``x > 0`` and +0.0 elsewhere; all flat, one length."""
+    cdef Py_ssize_t n = x.shape[0]
+    cdef Py_ssize_t blocks = (n + _RELU_BLOCK - 1) // _RELU_BLOCK
+    cdef Py_ssize_t k, start
+    for k in prange(blocks, nogil=True, num_threads=num_threads, schedule="static"):
+        start = k * _RELU_BLOCK
+        _relu_backward_block(&dout[start], &x[start], &dx[start], min(_RELU_BLOCK, n - start))

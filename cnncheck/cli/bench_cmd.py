@@ -222,7 +222,7 @@ def bench(ctx: click.Context, layers, impls, modules, no_entry_points, baseline,
     if fmt == "rich":
         from rich.console import Console
 
-        report.print_rich(result, Console(file=click.get_text_stream("stdout")))
+        report.print_rich(result, Console(file=sys.stdout))
     elif fmt == "json":
         click.echo(report.render_json(result), nl=False)
         for line in report.failure_lines(result):

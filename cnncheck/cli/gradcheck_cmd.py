@@ -159,7 +159,7 @@ def gradcheck(ctx: click.Context, layers, impls, modules, no_entry_points, mode,
 
     finished: list = []
     per_check: dict = {}
-    stderr = click.get_text_stream("stderr")
+    stderr = sys.stderr
     interrupted = False
     with _progress(fmt == "rich" and stderr.isatty() and not verbose, len(items)) as advance:
         def on_result(result) -> None:
@@ -205,7 +205,7 @@ def emit_report(result: GradcheckReport, fmt: str, *, junit: str | None = None, 
     if fmt == "rich":
         from rich.console import Console
 
-        Console(file=click.get_text_stream("stdout")).print(report.rich_renderable(result))
+        Console(file=sys.stdout).print(report.rich_renderable(result))
     else:
         click.echo(report.render_text(result, fmt), nl=False)
     if junit:

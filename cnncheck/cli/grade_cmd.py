@@ -91,7 +91,7 @@ def grade(ctx: click.Context, directory, layer_names, timeout, memory_limit, job
                      parallel=jobs, memory_limit=memory_limit, force=force)
     if fmt is None:
         fmt = "rich" if sys.stdout.isatty() else "plain"
-    stderr = click.get_text_stream("stderr")
+    stderr = sys.stderr
     progress = stderr.isatty()
     finished: dict = {}
 
@@ -168,7 +168,7 @@ def render_text(graded, fmt: str, *, seconds: float, total: int, interrupted: bo
 
 
 def _emit(graded, document: dict, fmt: str, *, seconds: float, total: int, interrupted: bool) -> None:
-    stdout = click.get_text_stream("stdout")
+    stdout = sys.stdout
     if fmt == "json":
         grading.write_json(document, stdout)
         return

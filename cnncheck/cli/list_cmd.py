@@ -131,4 +131,4 @@ def list_layers(modules, no_entry_points, fmt) -> None:
     else:
         from rich.console import Console
 
-        Console(file=click.get_text_stream("stdout")).print(render_rich(data))
+        Console(file=sys.stdout).print(render_rich(data))
