@@ -267,8 +267,9 @@ def builtin_registry() -> Registry:
     """A registry holding the four built-in layers and cnncheck's own implementations.
 
     conv and pool get ``naive`` (loops, the reference) and ``fast`` (im2col on
-    the compiled kernels or their numpy fallback); affine and relu have one
-    vectorised implementation each, named ``numpy``.  When PyTorch is
+    the compiled kernels or their numpy fallback); affine has one vectorised
+    implementation, named ``numpy``; relu has ``numpy`` (the reference) and
+    ``fast`` (one-pass compiled kernels or their numpy fallback).  When PyTorch is
     installed every layer also gets ``torch`` (imported on first use).
     """
     from cnncheck import layers
@@ -279,6 +280,7 @@ def builtin_registry() -> Registry:
         registry.add_layer(spec)
     registry.add_impl(Impl("affine", "numpy", layers.affine_forward, layers.affine_backward, "numpy"))
     registry.add_impl(Impl("relu", "numpy", layers.relu_forward, layers.relu_backward, "numpy"))
+    registry.add_impl(Impl("relu", "fast", layers.relu_forward_fast, layers.relu_backward_fast, fast.BACKEND))
     registry.add_impl(Impl("conv", "naive", layers.conv_forward_naive, layers.conv_backward_naive, "python loops"))
     registry.add_impl(Impl("conv", "fast", layers.conv_forward_fast, layers.conv_backward_fast, fast.BACKEND))
     registry.add_impl(Impl("pool", "naive", layers.max_pool_forward_naive, layers.max_pool_backward_naive,

@@ -456,8 +456,12 @@ class _Checker:
         a = analytic.reshape(-1)[indices]
         return self._verdict(name, a, numeric, indices, x.shape, analytic)
 
-    def _probe_element(self, name: str, flat: np.ndarray, i: int) -> float:
-        """Centred difference along element ``i`` of ``name``; the element is restored."""
+    def _step_both_ways(self, name: str, flat: np.ndarray, i: int):
+        """Forward outputs a step above and below element ``i``; the element is restored.
+
+        Returns ``(minus_at, plus_at, minus, plus)``: the probed values as stored
+        (after rounding to the array's dtype) and the outputs there, in float64.
+        """
         old = flat[i]
         try:
             flat[i] = old + self.h
@@ -468,21 +472,17 @@ class _Checker:
             minus = self._forward(f"probing d{name}").astype(np.float64)
         finally:
             flat[i] = old
+        return minus_at, plus_at, minus, plus
+
+    def _probe_element(self, name: str, flat: np.ndarray, i: int) -> float:
+        """Centred difference along element ``i`` of ``name``; the element is restored."""
+        minus_at, plus_at, minus, plus = self._step_both_ways(name, flat, i)
         return self._contract(plus, minus) / (plus_at - minus_at)
 
     def _one_sided_element(self, name: str, flat: np.ndarray, i: int, base: np.ndarray) -> tuple[float, float]:
         """(forward, backward) one-sided differences along element ``i``."""
-        old = flat[i]
-        at = float(old)
-        try:
-            flat[i] = old + self.h
-            plus_at = float(flat[i])
-            plus = self._forward(f"probing d{name}").astype(np.float64)
-            flat[i] = old - self.h
-            minus_at = float(flat[i])
-            minus = self._forward(f"probing d{name}").astype(np.float64)
-        finally:
-            flat[i] = old
+        at = float(flat[i])
+        minus_at, plus_at, minus, plus = self._step_both_ways(name, flat, i)
         return self._contract(plus, base) / (plus_at - at), self._contract(base, minus) / (at - minus_at)
 
     def _directional(self, name: str, x: np.ndarray, analytic: np.ndarray) -> dict:

@@ -371,16 +371,21 @@ cdef void _relu_forward_block(const floating* x, floating* out, Py_ssize_t n) no
 
 cdef void _relu_backward_block(const floating* dout, const floating* x, floating* dx,
                                Py_ssize_t n) noexcept nogil:
-    """``dx[i] = dout[i] + 0 if x[i] > 0 else 0`` for i < n: a compare and a select, no branch.
+    """``dx[i] = dout[i] + 0 if x[i] > 0 else 0`` for i < n, in two branch-free passes.
 
     Where x <= 0 (or x is NaN) the gradient is exactly +0.0 whatever dout
     holds there, inf and NaN included; ``+ 0`` turns a ``-0.0`` gradient into
-    ``+0.0``, so every zero of dx is +0.0 (as in the numpy reference).
+    ``+0.0``, so every zero of dx is +0.0, as in the numpy reference.  The
+    addition gets a pass of its own over the block (still in cache): inside
+    the select, the compiler would move it into the taken branch, and a
+    conditional floating-point operation stops the loop from vectorising.
     """
     cdef Py_ssize_t i
     cdef floating g
     for i in range(n):
-        g = dout[i] + 0
+        dx[i] = dout[i] + 0
+    for i in range(n):
+        g = dx[i]
         dx[i] = g if x[i] > 0 else 0
 
 

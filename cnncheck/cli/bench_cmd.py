@@ -14,25 +14,12 @@ from cnncheck import compare as compare_lib
 from cnncheck import sweep as sweep_lib
 from cnncheck.catalog import SPECS
 from cnncheck.cli.common import usage_errors
-from cnncheck.cli.options import CommaList, layer_parameter_options, parameter_overrides
+from cnncheck.cli.options import CommaList, defaults_help, layer_parameter_options, parameter_overrides
 from cnncheck.plugins import build_registry
 from cnncheck.report import bench as report
 from cnncheck.results import BenchConfig, BenchReport
 
 EXIT_INTERRUPTED = 130  # as gradcheck
-
-
-def _defaults_help() -> str:
-    """The bench sizes of the built-in layers, for --help."""
-    lines = []
-    for spec in SPECS:
-        parts = []
-        for key, value in spec.bench_defaults.items():
-            if isinstance(value, tuple):
-                value = "x".join(map(str, value))
-            parts.append(f"{key} {value}")
-        lines.append(f"  {spec.name:<7} {', '.join(parts)}")
-    return "\n".join(lines)
 
 
 HELP = f"""Time the forward and backward passes of LAYER (several, or all; default all).
@@ -47,7 +34,7 @@ the rel_error of outputs and gradients against the baseline.
 \b
 Default sizes, those of the seed's Task 4 (affine and relu at sizes of the
 same order); the shape options override them:
-{_defaults_help()}
+{defaults_help(SPECS, "bench", "x")}
 
 \b
 Exit status: 0 all measured and agreeing; 1 an implementation differs from

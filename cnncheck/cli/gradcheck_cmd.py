@@ -13,7 +13,7 @@ from cnncheck import isolate, memory
 from cnncheck.catalog import SPECS
 from cnncheck.cli.common import usage_errors
 from cnncheck.cli.isolation_options import isolation_options, isolation_settings
-from cnncheck.cli.options import CommaList, layer_parameter_options, parameter_overrides
+from cnncheck.cli.options import CommaList, defaults_help, layer_parameter_options, parameter_overrides
 from cnncheck.plugins import build_registry
 from cnncheck.report import gradcheck as report
 from cnncheck.results import GradcheckReport
@@ -22,18 +22,6 @@ FORMATS = ("rich", "plain", "markdown", "github", "json")
 
 #: Exit status of a run stopped with Ctrl-C (128 + SIGINT), as shells report it.
 EXIT_INTERRUPTED = 130  # keep equal to cnncheck.cli.main.EXIT_INTERRUPTED
-
-
-def _defaults_help() -> str:
-    lines = []
-    for spec in SPECS:
-        parts = []
-        for key, value in spec.gradcheck_defaults.items():
-            if isinstance(value, tuple):
-                value = ",".join(map(str, value))
-            parts.append(f"{key.replace('_', '-')} {value}")
-        lines.append(f"  {spec.name:<7} {', '.join(parts)}")
-    return "\n".join(lines)
 
 
 _F64 = engine.DEFAULT_TOLERANCES["float64"]
@@ -48,7 +36,7 @@ largest absolute error and where the worst element is.  Inputs come from
 
 \b
 Default sizes, those of the seed's checks; the shape options override them:
-{_defaults_help()}
+{defaults_help(SPECS, "gradcheck", ",")}
 
 \b
 Statuses: pass; fail (gradients disagree); kink (the disagreement sits on a

@@ -63,3 +63,25 @@ def parameter_overrides(kwargs: dict) -> dict:
         if value is not None:
             overrides[name] = value
     return overrides
+
+
+def defaults_help(specs, purpose: str, separator: str = ",") -> str:
+    """One help line per layer listing its default parameters for ``purpose``.
+
+    Parameters
+    ----------
+    specs : iterable of LayerSpec
+    purpose : {"gradcheck", "bench"}
+    separator : str
+        Joins the sizes of a tuple value, e.g. ``4,3,5,5`` or ``4x3x5x5``.
+    """
+    lines = []
+    for spec in specs:
+        defaults = spec.gradcheck_defaults if purpose == "gradcheck" else spec.bench_defaults
+        parts = []
+        for key, value in defaults.items():
+            if isinstance(value, tuple):
+                value = separator.join(map(str, value))
+            parts.append(f"{key.replace('_', '-')} {value}")
+        lines.append(f"  {spec.name:<7} {', '.join(parts)}")
+    return "\n".join(lines)

@@ -10,6 +10,8 @@ from cnncheck.layers.fast import (
     conv_forward_fast,
     max_pool_backward_fast,
     max_pool_forward_fast,
+    relu_backward_fast,
+    relu_forward_fast,
 )
 from cnncheck.layers.naive import (
     affine_backward,
@@ -35,5 +37,7 @@ __all__ = [
     "max_pool_forward_fast",
     "max_pool_forward_naive",
     "relu_backward",
+    "relu_backward_fast",
     "relu_forward",
+    "relu_forward_fast",
 ]

@@ -1,4 +1,4 @@
-"""Fast convolution and max pooling: im2col into a reused workspace plus matrix products, and one-pass pooling.
+"""Fast convolution, max pooling and relu: im2col into a reused workspace plus matrix products, one-pass kernels.
 
 Same contract, results and error messages as :mod:`cnncheck.layers.naive`
 (the reference they are tested against): ``out, cache = forward(...)`` and
@@ -26,6 +26,9 @@ stay in cache, and a workspace larger than 64 MiB is not kept between calls.
 
 Pooling computes each window's maximum and the offset of its first maximum
 in one pass, and the backward pass scatters ``dout`` through those offsets.
+
+Relu reads its input once and writes its output once in both passes: a
+compare and a select per element, with no mask array in between.
 
 The loops run in the compiled extension when it is built; :data:`BACKEND`
 (``"cython"`` or ``"numpy"``) says which kernel :mod:`cnncheck.im2col`
@@ -60,6 +63,11 @@ _CHUNK_BYTES = 16 << 20
 # follow run on BLAS's threads, and OpenMP threads still spinning after a
 # parallel kernel take cores from them (measured: twice slower on 2 cores).
 _CONV_KERNEL_THREADS = 1
+# Threads of the relu kernels.  One: a pass over memory gains little from a
+# second core, and OpenMP threads that wake for a fraction of a millisecond
+# and then spin cost more than they save when the cores are busy (measured:
+# median ten times slower with two threads on 2 busy cores).
+_RELU_KERNEL_THREADS = 1
 # Largest workspace kept for the next call of the same thread.
 _MAX_KEPT_BYTES = 64 << 20
 _local = threading.local()
@@ -337,4 +345,57 @@ def max_pool_backward_fast(dout, cache):
     d = np.ascontiguousarray(dout, dtype=x.dtype)
     dx = np.empty(x.shape, dtype=x.dtype)
     im2col._kernel.max_pool_backward(d, argmax, dx, ph, pw, stride, im2col.kernel_threads(dx.size))
+    return dx
+
+
+# -- relu -----------------------------------------------------------------------
+def relu_forward_fast(x):
+    """Rectified linear unit, elementwise ``max(0, x)``, in one pass.
+
+    Parameters
+    ----------
+    x : ndarray, any shape, float64 or float32; any memory layout, never modified
+
+    Returns
+    -------
+    out : ndarray, same shape and dtype as x (other dtypes give float64)
+        ``np.maximum(x, 0)`` bit for bit: NaN passes through, ``-0.0`` and
+        every negative give ``+0.0``.
+    cache : x, as given
+    """
+    x_arr = as_float_array(x, "x")
+    xc = np.ascontiguousarray(x_arr)
+    out = np.empty(x_arr.shape, dtype=x_arr.dtype)
+    im2col._kernel.relu_forward(xc.reshape(-1), out.reshape(-1), _RELU_KERNEL_THREADS)
+    return out, x
+
+
+def relu_backward_fast(dout, cache):
+    """Backward pass of :func:`relu_forward_fast`: ``dout`` where ``x > 0``, else 0, in one pass.
+
+    The gradient is exactly 0 where ``x <= 0`` (the kink included) or x is
+    NaN, even where dout holds inf or NaN; every zero of dx is ``+0.0``.
+
+    Parameters
+    ----------
+    dout : ndarray, shape of x; any memory layout, never modified
+    cache : x from the forward pass
+
+    Returns
+    -------
+    dx : ndarray, shape of x
+        float32 when x and dout are both float32, else float64.
+
+    Raises
+    ------
+    CnnCheckError
+        A ``ValueError`` when dout's shape differs from x's.
+    """
+    x = as_float_array(cache, "x")
+    dout = check_dout(dout, x.shape, "relu")
+    dtype = common_dtype(x, dout)
+    xc = np.ascontiguousarray(x, dtype=dtype)
+    d = np.ascontiguousarray(dout, dtype=dtype)
+    dx = np.empty(x.shape, dtype=dtype)
+    im2col._kernel.relu_backward(d.reshape(-1), xc.reshape(-1), dx.reshape(-1), _RELU_KERNEL_THREADS)
     return dx

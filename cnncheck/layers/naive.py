@@ -135,7 +135,9 @@ def relu_forward(x):
 def relu_backward(dout, cache):
     """Backward pass of :func:`relu_forward`: ``dx = dout * (x > 0)``.
 
-    The gradient at exactly 0 is taken as 0.
+    The gradient at exactly 0 is taken as 0, and it is exactly 0 wherever
+    ``x <= 0`` even when dout holds inf or NaN there; every zero of dx is
+    ``+0.0``.
 
     Parameters
     ----------
@@ -151,13 +153,14 @@ def relu_backward(dout, cache):
     dtype = common_dtype(x, dout)
     passes = x > 0
     # dout * mask then + 0.0 (turning the -0.0 of negative dout into +0.0) is
-    # where(x > 0, dout, 0) exactly, and faster, unless dout holds inf or NaN
-    # where x <= 0: 0 * inf is NaN there, which the sum reveals.
+    # dout + 0.0 where x > 0 and +0.0 elsewhere, unless dout holds inf or NaN
+    # where x <= 0: 0 * inf is NaN there, which the sum reveals, and those
+    # places are then set to 0.
     with np.errstate(invalid="ignore"):
         dx = np.multiply(dout, passes, dtype=dtype)
     np.add(dx, 0.0, out=dx)
     if np.isnan(np.add.reduce(dx, axis=None)):
-        dx = np.where(passes, dout, 0).astype(dtype, copy=False)
+        np.copyto(dx, 0, where=~passes)
     return dx
 
 
