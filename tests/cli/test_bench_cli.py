@@ -99,7 +99,7 @@ def test_help_names_the_task4_defaults():
     assert result.exit_code == 0
     text = " ".join(result.output.split())
     assert "conv shape 100x3x31x31, filters 25, kernel 3x3, stride 2, pad 1" in text
-    assert "pool shape 100x3x32x32, pool_height 2, pool_width 2, stride 2" in text
+    assert "pool shape 100x3x32x32, pool-height 2, pool-width 2, stride 2" in text
     assert "affine shape 100x3072, filters 100" in text
     assert "relu shape 100x25x16x16" in text
 
