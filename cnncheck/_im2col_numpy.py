@@ -161,8 +161,8 @@ def relu_backward(dout, x, dx, num_threads=1):
     and those places are then set to 0.
     """
     passes = x > 0
-    with np.errstate(invalid="ignore"):
+    with np.errstate(invalid="ignore"):  # inf * 0 here, inf + -inf in the sum: both only flag a NaN
         np.multiply(dout, passes, out=dx)
-    np.add(dx, 0.0, out=dx)
-    if np.isnan(np.add.reduce(dx)):
-        np.copyto(dx, 0, where=~passes)
+        np.add(dx, 0.0, out=dx)
+        if np.isnan(np.add.reduce(dx)):
+            np.copyto(dx, 0, where=~passes)

@@ -354,6 +354,7 @@ def max_pool_backward(const floating[:, :, :, ::1] dout, const index_t[:, :, :, 
 # among the threads, and each block's loop is simple enough to vectorise.
 cdef enum:
     _RELU_BLOCK = 16384
+    _RELU_CHUNK = 512  # elements per two-pass chunk of the backward kernel: three arrays in L1
 
 
 cdef void _relu_forward_block(const floating* x, floating* out, Py_ssize_t n) noexcept nogil:
@@ -371,22 +372,25 @@ cdef void _relu_forward_block(const floating* x, floating* out, Py_ssize_t n) no
 
 cdef void _relu_backward_block(const floating* dout, const floating* x, floating* dx,
                                Py_ssize_t n) noexcept nogil:
-    """``dx[i] = dout[i] + 0 if x[i] > 0 else 0`` for i < n, in two branch-free passes.
+    """``dx[i] = dout[i] + 0 if x[i] > 0 else 0`` for i < n, branch-free.
 
     Where x <= 0 (or x is NaN) the gradient is exactly +0.0 whatever dout
     holds there, inf and NaN included; ``+ 0`` turns a ``-0.0`` gradient into
     ``+0.0``, so every zero of dx is +0.0, as in the numpy reference.  The
-    addition gets a pass of its own over the block (still in cache): inside
-    the select, the compiler would move it into the taken branch, and a
-    conditional floating-point operation stops the loop from vectorising.
+    addition gets a pass of its own over each small chunk (in L1 cache):
+    inside the select the compiler would move it into the taken branch, and
+    a conditional floating-point operation stops the loop from vectorising.
     """
-    cdef Py_ssize_t i
+    cdef Py_ssize_t i, c, start, stop
     cdef floating g
-    for i in range(n):
-        dx[i] = dout[i] + 0
-    for i in range(n):
-        g = dx[i]
-        dx[i] = g if x[i] > 0 else 0
+    for c in range((n + _RELU_CHUNK - 1) // _RELU_CHUNK):
+        start = c * _RELU_CHUNK
+        stop = start + _RELU_CHUNK if start + _RELU_CHUNK < n else n
+        for i in range(start, stop):
+            dx[i] = dout[i] + 0
+        for i in range(start, stop):
+            g = dx[i]
+            dx[i] = g if x[i] > 0 else 0
 
 
 def relu_forward(const floating[::1] x, floating[::1] out, int num_threads=1):
@@ -400,7 +404,10 @@ def relu_forward(const floating[::1] x, floating[::1] out, int num_threads=1):
 
 
 def relu_backward(const floating[::1] dout, const floating[::1] x, floating[::1] dx, int num_threads=1):
-    """Overwrite ``dx`` with ``dout`` where ``x > 0`` and +0.0 elsewhere; all flat, one length."""
+    """Overwrite ``dx`` with ``dout`` where ``x > 0`` and +0.0 elsewhere; all flat, one length.
+
+    A ``-0.0`` in dout gives ``+0.0`` too: every zero of dx is +0.0.
+    """
     cdef Py_ssize_t n = x.shape[0]
     cdef Py_ssize_t blocks = (n + _RELU_BLOCK - 1) // _RELU_BLOCK
     cdef Py_ssize_t k, start

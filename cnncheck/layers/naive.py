@@ -156,11 +156,11 @@ def relu_backward(dout, cache):
     # dout + 0.0 where x > 0 and +0.0 elsewhere, unless dout holds inf or NaN
     # where x <= 0: 0 * inf is NaN there, which the sum reveals, and those
     # places are then set to 0.
-    with np.errstate(invalid="ignore"):
+    with np.errstate(invalid="ignore"):  # inf * 0 here, inf + -inf in the sum: both only flag a NaN
         dx = np.multiply(dout, passes, dtype=dtype)
-    np.add(dx, 0.0, out=dx)
-    if np.isnan(np.add.reduce(dx, axis=None)):
-        np.copyto(dx, 0, where=~passes)
+        np.add(dx, 0.0, out=dx)
+        if np.isnan(np.add.reduce(dx, axis=None)):
+            np.copyto(dx, 0, where=~passes)
     return dx
 
 

@@ -4,7 +4,7 @@ Geometry is drawn output-first (H_out, stride, pad, kernel, then the number
 of trailing rows no window reaches) and H is derived from it, so every drawn
 case is valid.  Bounds as in tests/unit/test_fast_layers.py: float64
 ``rel_error < 1e-9``, float32 ``max|fast - naive| <= 1e-5 * max|naive|``,
-pooling exact.
+pooling exact, relu bit for bit.
 """
 
 from __future__ import annotations
@@ -27,6 +27,10 @@ from cnncheck.layers import (  # noqa: E402
     max_pool_backward_naive,
     max_pool_forward_fast,
     max_pool_forward_naive,
+    relu_backward,
+    relu_backward_fast,
+    relu_forward,
+    relu_forward_fast,
 )
 
 pytestmark = pytest.mark.slow
@@ -242,3 +246,37 @@ def test_compiled_and_numpy_pool_kernels_agree_exactly(geometry, dtype, values, 
     # and both follow the naive rule (first maximum, first NaN)
     out_n, _ = max_pool_forward_naive(x, {"pool_height": ph, "pool_width": pw, "stride": stride})
     np.testing.assert_array_equal(results[0][0], out_n)
+
+
+_SPECIAL = [0.0, -0.0, np.inf, -np.inf, np.nan]
+
+
+def _bits(a):
+    a = np.ascontiguousarray(a)
+    return a.view(np.uint64 if a.dtype == np.float64 else np.uint32)
+
+
+@settings(max_examples=60)
+@given(shape=st.lists(st.integers(0, 6), min_size=1, max_size=4), dtype=dtypes, layout=layouts,
+       special=st.floats(0, 0.5), seed=st.integers(0, 2**32 - 1))
+def test_relu_fast_equals_reference_bit_for_bit(shape, dtype, layout, special, seed):
+    """Any shape, layout and dtype, with signed zeros, infinities and NaN sprinkled in x and dout."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(shape).astype(dtype)
+    dout = rng.standard_normal(shape).astype(dtype)
+    for a in (x, dout):
+        where = rng.random(a.shape) < special
+        a[where] = rng.choice(np.array(_SPECIAL, dtype=dtype), size=int(where.sum()))
+    xl, dl = _layout(x, layout), _layout(dout, layout)
+    x_before, dout_before = _bits(x).copy(), _bits(dout).copy()
+    out, cache = relu_forward_fast(xl)
+    out_n, _ = relu_forward(x)
+    assert out.dtype == dtype and out.shape == x.shape
+    np.testing.assert_array_equal(_bits(out), _bits(out_n))
+    dx = relu_backward_fast(dl, cache)
+    np.testing.assert_array_equal(_bits(dx), _bits(relu_backward(dout, x)))
+    passes = x > 0
+    assert (dx[~passes] == 0).all() and not np.signbit(dx[~passes]).any()
+    np.testing.assert_array_equal(dx[passes], dout[passes])
+    np.testing.assert_array_equal(_bits(xl), x_before)
+    np.testing.assert_array_equal(_bits(dl), dout_before)

@@ -471,3 +471,142 @@ def test_pointwise_kernel_path(rng):
         dout = rng.standard_normal(out_n.shape).astype(dtype)
         for g_f, g_n in zip(conv_backward_fast(dout, cache_f), conv_backward_naive(dout, cache_n)):
             assert_matches(g_f, g_n)
+
+
+# -- relu ----------------------------------------------------------------------
+def _bits(a):
+    """The bit patterns of a float array: equality here is identity, signed zeros and NaN payloads included."""
+    return a.view(np.uint64 if a.dtype == np.float64 else np.uint32)
+
+
+def assert_identical(a, b):
+    assert a.dtype == b.dtype and a.shape == b.shape
+    np.testing.assert_array_equal(_bits(np.ascontiguousarray(a)), _bits(np.ascontiguousarray(b)))
+
+
+def _relu_special_values(rng, shape, dtype):
+    """x and dout with zeros of both signs, infinities and NaN, where x <= 0 and where x > 0."""
+    x = rng.standard_normal(shape).astype(dtype)
+    dout = rng.standard_normal(shape).astype(dtype)
+    flat_x, flat_d = x.reshape(-1), dout.reshape(-1)
+    flat_x[:10] = [0.0, -0.0, -1.0, -np.inf, np.nan, 0.0, -2.0, 2.0, np.inf, 3.0]
+    flat_d[:10] = [np.inf, np.nan, -np.inf, np.nan, np.inf, -0.0, 0.0, -0.0, np.nan, -np.inf]
+    return x, dout
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("shape", [(4, 3, 5, 5), (7,), (2, 3), (1, 1, 1, 1), (0, 3)])
+def test_relu_fast_equals_numpy_reference_bit_for_bit(rng, dtype, shape):
+    x = rng.standard_normal(shape).astype(dtype)
+    dout = rng.standard_normal(shape).astype(dtype)
+    out_f, cache_f = fast.relu_forward_fast(x)
+    out_n, cache_n = naive.relu_forward(x)
+    assert out_f.dtype == dtype and cache_f is x
+    assert_identical(out_f, out_n)
+    assert_identical(fast.relu_backward_fast(dout, cache_f), naive.relu_backward(dout, cache_n))
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_relu_fast_special_values(rng, dtype):
+    x, dout = _relu_special_values(rng, (3, 40), dtype)
+    out, cache = fast.relu_forward_fast(x)
+    # Forward: NaN passes through, every x <= 0 (both zeros included) gives +0.0.
+    assert np.isnan(out[0, 4])
+    assert_identical(out[0, :4], np.zeros(4, dtype=dtype))
+    assert out[0, 8] == np.inf
+    dx = fast.relu_backward_fast(dout, cache)
+    # Backward: exactly +0.0 wherever x <= 0 or x is NaN, whatever dout holds there (inf, NaN).
+    assert_identical(dx[0, :7], np.zeros(7, dtype=dtype))
+    assert_identical(dx[0, 7], np.zeros((), dtype=dtype))  # x > 0, dout -0.0: the +0.0 zero rule
+    assert np.isnan(dx[0, 8]) and dx[0, 9] == -np.inf  # x > 0: dout passes, inf and NaN included
+    passes = x > 0
+    np.testing.assert_array_equal(dx[passes], dout[passes])
+    assert not np.signbit(dx[~passes]).any() and (dx[~passes] == 0).all()
+    assert_identical(dx, naive.relu_backward(dout, x))
+    assert_identical(out, naive.relu_forward(x)[0])
+
+
+@needs_cython
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_relu_compiled_and_numpy_kernels_agree_exactly(rng, dtype):
+    # Long enough for several blocks and chunks of the compiled kernels, with a ragged end.
+    x, dout = _relu_special_values(rng, (3, 20000 + 17), dtype)
+    x, dout = x.reshape(-1), dout.reshape(-1)
+
+    def run(kernel, threads):
+        out, dx = np.empty_like(x), np.empty_like(x)
+        kernel.relu_forward(x, out, threads)
+        kernel.relu_backward(dout, x, dx, threads)
+        return out, dx
+
+    expected = run(_im2col_numpy, 1)
+    for threads in (1, 2):
+        for got, want in zip(run(_im2col_cy, threads), expected):
+            assert_identical(got, want)
+
+
+def test_relu_numpy_fallback_gives_the_same_results(rng, monkeypatch):
+    x, dout = _relu_special_values(rng, (2, 3, 4, 5), np.float64)
+    out = fast.relu_forward_fast(x)[0]
+    dx = fast.relu_backward_fast(dout, x)
+    monkeypatch.setattr(im2col, "_kernel", _im2col_numpy)
+    assert_identical(fast.relu_forward_fast(x)[0], out)
+    assert_identical(fast.relu_backward_fast(dout, x), dx)
+
+
+@pytest.mark.parametrize("layout", ["strided", "fortran"])
+def test_relu_non_contiguous_inputs(rng, layout):
+    x, dout = _relu_special_values(rng, (2, 3, 4, 5), np.float64)
+    make = _non_contiguous if layout == "strided" else np.asfortranarray
+    xv, dv = make(x), make(dout)
+    if layout == "fortran":
+        assert not xv.flags.c_contiguous
+    out, cache = fast.relu_forward_fast(xv)
+    assert_identical(out, naive.relu_forward(x)[0])
+    assert_identical(fast.relu_backward_fast(dv, cache), naive.relu_backward(dout, x))
+
+
+def test_relu_mixed_and_integer_dtypes(rng):
+    x32 = rng.standard_normal((3, 4)).astype(np.float32)
+    d64 = rng.standard_normal((3, 4))
+    for x, dout in ((x32, d64), (x32.astype(np.float64), d64.astype(np.float32)),
+                    (np.arange(-6, 6).reshape(3, 4), d64), (x32, np.arange(12).reshape(3, 4))):
+        out_f, cache = fast.relu_forward_fast(x)
+        assert_identical(out_f, naive.relu_forward(x)[0])
+        dx = fast.relu_backward_fast(dout, cache)
+        assert dx.dtype == np.float64
+        assert_identical(dx, naive.relu_backward(dout, x))
+    dx = fast.relu_backward_fast(x32 + 1, x32)
+    assert dx.dtype == np.float32
+    out, _ = fast.relu_forward_fast([[-1, 2], [3, -4]])
+    assert out.dtype == np.float64 and out.tolist() == [[0, 2], [3, 0]]
+
+
+def test_relu_does_not_modify_inputs(rng):
+    for dtype in (np.float64, np.float32):
+        x, dout = _relu_special_values(rng, (2, 3, 4, 5), dtype)
+        x_before, dout_before = x.copy(), dout.copy()
+        out, cache = fast.relu_forward_fast(x)
+        dx = fast.relu_backward_fast(dout, cache)
+        assert_identical(x, x_before)
+        assert_identical(dout, dout_before)
+        assert not np.shares_memory(out, x) and not np.shares_memory(dx, dout) and not np.shares_memory(dx, x)
+    x.flags.writeable = False  # read-only inputs work too
+    dout.flags.writeable = False
+    assert_identical(fast.relu_backward_fast(dout, fast.relu_forward_fast(x)[1]), naive.relu_backward(dout, x))
+
+
+@pytest.mark.parametrize("dout_shape", [(2, 4, 5, 4), (2, 4, 5), (2, 4, 5, 5, 1), (4, 2, 5, 5)])
+def test_relu_backward_refuses_dout_of_the_wrong_shape(dout_shape):
+    x = np.ones((2, 4, 5, 5))
+    _, cache = fast.relu_forward_fast(x)
+    message = _raised(fast.relu_backward_fast, np.zeros(dout_shape), cache)
+    assert "relu backward: dout has shape" in message
+    assert message == _raised(naive.relu_backward, np.zeros(dout_shape), x)
+    with pytest.raises(ValueError):
+        fast.relu_backward_fast(np.zeros(dout_shape), cache)
+
+
+def test_relu_refuses_object_arrays_like_the_reference():
+    bad = np.array([1, "a"], dtype=object)
+    assert _raised(fast.relu_forward_fast, bad) == _raised(naive.relu_forward, bad)

@@ -447,11 +447,11 @@ def test_python_api_returns_a_report():
     report = cnncheck.gradcheck("relu,pool", impl="fast,numpy", shape=(2, 2, 4, 4))
     assert isinstance(report, GradcheckReport)
     assert report.passed
-    assert [(r.layer, r.impl) for r in report] == [("relu", "numpy"), ("pool", "fast")]
-    assert report.results[1].params["shape"] == [2, 2, 4, 4]
+    assert [(r.layer, r.impl) for r in report] == [("relu", "fast"), ("relu", "numpy"), ("pool", "fast")]
+    assert report.results[2].params["shape"] == [2, 2, 4, 4]
     assert report.threshold == 1e-7
     assert "PASSED" in str(report)
-    assert repr(report).startswith("<GradcheckReport PASSED: 2 gradients: 2 pass")
+    assert repr(report).startswith("<GradcheckReport PASSED: 3 gradients: 3 pass")
     html = report._repr_html_()
     assert html.startswith("<table>") and "relu" in html
 
