@@ -231,6 +231,9 @@ def missing_function(source: str, *names: str):
 def load_module(spec: str) -> types.ModuleType:
     """Import a user module from a ``.py`` path or a dotted name, running its top-level code.
 
+    A dotted name (``package.module``) is found on ``sys.path`` or in the
+    current directory.
+
     A file is imported under its dotted name when it sits in a package (a
     folder with ``__init__.py``), so relative imports work, and otherwise as a
     standalone module; its folder (or its package's parent folder) is put at
@@ -244,6 +247,10 @@ def load_module(spec: str) -> types.ModuleType:
     """
     if _looks_like_path(spec):
         return _load_file(spec)
+    # A dotted name is looked up from the current directory too, as ``python -m`` does.
+    cwd = os.getcwd()
+    if cwd not in sys.path:
+        sys.path.insert(0, cwd)
     try:
         return importlib.import_module(spec)
     except ModuleNotFoundError as exc:

@@ -7,6 +7,7 @@ seed's small defaults, so the whole file runs in seconds.
 from __future__ import annotations
 
 import json
+import sys
 import xml.etree.ElementTree as ET
 from importlib import resources
 from pathlib import Path
@@ -290,3 +291,15 @@ def test_help_shows_examples_and_exit_codes():
     assert "cnncheck gradcheck all --format json" in top.stdout
     version = CliRunner().invoke(main, ["--version"])
     assert __version__ in version.stdout
+
+
+def test_a_dotted_module_is_found_in_the_current_directory(monkeypatch):
+    # As with `python -m`, `--module package.module` looks in the working directory,
+    # even when the console script's own folder heads sys.path.
+    monkeypatch.chdir(FIXTURES)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(FIXTURES))])
+    for name in [m for m in sys.modules if m == "student_pkg" or m.startswith("student_pkg.")]:
+        monkeypatch.delitem(sys.modules, name)
+    result, data = run_json("relu", "--module", "student_pkg.layers")
+    assert result.exit_code == 0, result.stderr
+    assert {r["impl"] for r in data["results"]} == {"layers"}
