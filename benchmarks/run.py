@@ -80,7 +80,7 @@ NUMPY_EXPRESSIONS = {
 
 @dataclass(frozen=True)
 class Side:
-    """One contender: a seed-style (forward, backward) pair and its name in the tables."""
+    """One contender: a course-style (forward, backward) pair and its name in the tables."""
 
     name: str
     forward: Callable

@@ -19,7 +19,7 @@ every call reusing the cache of one forward call.
 
 :func:`run_bench` measures every implementation of every case, the baseline
 first, and turns the figures into :class:`~cnncheck.results.BenchResult`
-rows: speedups and :func:`difference` (the seed's ``rel_error``) against
+rows: speedups and :func:`difference` (the course notebook's ``rel_error``) against
 the baseline, GFLOP/s and percent of the GEMM peak where the spec counts
 flops, GB/s where it counts bytes.  Whatever an implementation raises or
 returns is captured here and becomes an ``error`` row; it never ends the
@@ -56,7 +56,7 @@ MAX_CALIBRATION_ROUNDS = 5
 DEFAULT_MAX_DIFF = {"float64": 1e-9, "float32": 1e-2}
 
 #: In float32 the denominator of :func:`difference` is at least this fraction
-#: of the two arrays' scale (float64 uses the seed's 1e-8).
+#: of the two arrays' scale (float64 uses the course notebook's 1e-8).
 FLOAT32_FLOOR = 1e-3
 
 FORWARD = "forward"
@@ -418,7 +418,7 @@ def _time_impl(case: BenchCase, impl: Impl, sample, config: BenchConfig, clock,
 
 
 def difference(a, b, dtype="float64") -> float:
-    """How far two outputs of one layer are apart: the seed's ``rel_error``, made sound for float32.
+    """How far two outputs of one layer are apart: the course notebook's ``rel_error``, made sound for float32.
 
     float64: ``rel_error(a, b) = max(|a - b| / max(1e-8, |a| + |b|))``.
 

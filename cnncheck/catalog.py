@@ -1,7 +1,7 @@
 """The built-in layer specs (affine, relu, conv, pool) and their implementations.
 
-Defaults for ``gradcheck`` reproduce the seed's checks; defaults for
-``bench`` reproduce the seed's timing cells (affine and relu at sizes of the
+Defaults for ``gradcheck`` reproduce the course notebook's checks; defaults for
+``bench`` reproduce the course notebook's timing cells (affine and relu at sizes of the
 same order as the conv case).
 """
 

@@ -25,13 +25,13 @@ accuracy to the step.  Modes:
     ``full`` when the inputs with gradients hold at most
     :data:`AUTO_FULL_LIMIT` elements together, ``directional`` otherwise.
 
-The error of a gradient is the seed's ``rel_error``, the largest
+The error of a gradient is the course notebook's ``rel_error``, the largest
 ``|n - a| / max(floor, |n| + |a|)`` over the compared elements, with one
-change: the seed's ``floor = 1e-8`` becomes at least
+change: the course notebook's ``floor = 1e-8`` becomes at least
 :data:`RELATIVE_FLOOR` (1e-2 in float64, 1e-1 in float32) times the largest
 ``|n|``.  Elements much smaller than the largest are then held to an
 absolute error instead of a relative one, because their centred differences
-are dominated by rounding: without it, a correct layer fails the seed's
+are dominated by rounding: without it, a correct layer fails the course notebook's
 metric in float64 once inputs have a few thousand elements.
 
 Inputs keep a margin of ``10 * eps`` from nondifferentiable points (relu at
@@ -73,7 +73,7 @@ DTYPES = ("float64", "float32")
 DEFAULT_TOLERANCES = {"float64": (1e-5, 1e-7), "float32": (3e-2, 1e-2)}
 
 #: The relative error's denominator is never below this fraction of the
-#: largest numerical derivative compared (nor below the seed's 1e-8): a
+#: largest numerical derivative compared (nor below the course notebook's 1e-8): a
 #: derivative much smaller than that is below the rounding noise of a centred
 #: difference (measured: about 1e-10 of the largest in float64, 1e-5 in
 #: float32 at the default steps), so its own relative error means nothing.

@@ -1,4 +1,4 @@
-"""The seed's numerical-gradient primitives: ``rel_error`` and centred differences.
+"""The course notebook's numerical-gradient primitives: ``rel_error`` and centred differences.
 
 These are the building blocks the ``gradcheck`` engine and the tests use.
 They print nothing unless asked to (``verbose=True``).
@@ -12,7 +12,7 @@ import numpy as np
 
 
 def rel_error(x, y) -> float:
-    """Max elementwise relative error, as the seed defines it.
+    """Max elementwise relative error, as the course notebook defines it.
 
     ``max(|x - y| / max(1e-8, |x| + |y|))``
 
@@ -43,7 +43,7 @@ def eval_numerical_gradient(f, x, verbose=False, h=1e-5):
     x : ndarray, any shape, float; probed in place and restored after every
         probe, even when ``f`` raises
     verbose : bool
-        Print each index and its gradient to stdout, as the seed does.
+        Print each index and its gradient to stdout, as the course notebook does.
     h : float
         Step.
 

@@ -2,7 +2,7 @@
 
 A **user module** is a Python file (``--module cnn/layers.py``) or an
 importable module (``--module mypkg.layers``) that defines layer functions
-under the seed's names::
+under the course notebook's names::
 
     affine_forward / affine_backward
     relu_forward / relu_backward
@@ -14,7 +14,7 @@ under the seed's names::
 Loading a module runs its top-level code, as ``import`` does.  Every pair it
 defines is registered as an extra implementation, named after the module so
 tables tell it apart from cnncheck's own: the module's stem (``layers`` for
-``cnn/layers.py`` or ``mypkg.layers``) for the seed's naive names and for
+``cnn/layers.py`` or ``mypkg.layers``) for the course notebook's naive names and for
 affine and relu, the stem plus ``-fast`` for the ``*_fast`` names
 (``layers-fast``).  A name already taken gets a number (``layers2``).  A
 module that defines a forward function but not its backward, or none of a
@@ -80,7 +80,7 @@ def build_registry(modules: Sequence = (), *, entry_points: bool = True) -> Regi
     ------
     ModuleLoadError
         A module that does not exist, does not import, or defines none of
-        the seed's functions; an entry point that fails to load.
+        the course notebook's functions; an entry point that fails to load.
     """
     from cnncheck.catalog import builtin_registry
 
@@ -137,7 +137,7 @@ def load_entry_points(registry: Registry) -> list[str]:
 
 
 def register_module(registry: Registry, module, *, name: str | None = None) -> list[Impl]:
-    """Load a user module and register the seed-named layer functions it defines.
+    """Load a user module and register the course-named layer functions it defines.
 
     Parameters
     ----------

@@ -39,7 +39,7 @@ class GradcheckResult:
     status : str
         One of :class:`Status`.
     rel_error : float or None
-        The seed's ``rel_error``: max over compared elements of
+        The course notebook's ``rel_error``: max over compared elements of
         ``|n - a| / max(1e-8, |n| + |a|)``.  None when nothing was compared.
     abs_error : float or None
         Max over compared elements of ``|n - a|``.
@@ -335,7 +335,7 @@ class BenchResult:
         peak; ``bytes / median / 1e9``.
     difference : float or None
         Largest difference over this direction's outputs against the
-        baseline's: the seed's ``rel_error`` in float64 (see
+        baseline's: the course notebook's ``rel_error`` in float64 (see
         :func:`cnncheck.bench.difference` for float32).
     differences : dict of str to float
         The difference per output (``out``, or ``dx``, ``dw``, ``db``).

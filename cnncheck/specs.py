@@ -4,7 +4,7 @@ A :class:`LayerSpec` describes one kind of layer independently of any
 implementation: which parameters it takes, their defaults, how to build its
 inputs from a seeded generator, which arrays it has gradients for and how
 much arithmetic and memory traffic one pass costs.  An :class:`Impl` is one
-(forward, backward) pair for a layer, called with the seed's conventions::
+(forward, backward) pair for a layer, called with the course notebook's conventions::
 
     out, cache = forward(*arrays, layer_param)   # layer_param only for conv/pool
     grads = backward(dout, cache)                # tuple (dx, dw, db) or a bare dx
@@ -52,7 +52,7 @@ class SampleInput:
     arrays : dict of str to ndarray
         The differentiable inputs in gradient order, e.g. ``{"x": ..., "w": ..., "b": ...}``.
     layer_param : dict or None
-        ``conv_param`` / ``pool_param`` as the seed passes it, or None.
+        ``conv_param`` / ``pool_param`` as the course notebook passes it, or None.
     dout : ndarray
         An upstream gradient of the output's shape, drawn from the same generator.
     """
@@ -62,7 +62,7 @@ class SampleInput:
     dout: np.ndarray
 
     def args(self) -> tuple:
-        """Positional arguments for a seed-style forward function."""
+        """Positional arguments for a course-style forward function."""
         if self.layer_param is None:
             return tuple(self.arrays.values())
         return (*self.arrays.values(), dict(self.layer_param))
@@ -109,7 +109,7 @@ class LayerSpec:
     params : tuple of str
         Which keys of :data:`PARAMETERS` this layer takes.
     gradcheck_defaults, bench_defaults : mapping
-        Default parameters for checking (the seed's checks) and for timing (the seed's Task 4).
+        Default parameters for checking (the course notebook's checks) and for timing (the course notebook's Task 4).
     resolve_fn : callable(params) -> dict
         Validates a full parameter dict and returns it normalised; raises ``CnnCheckError``.
     inputs_fn : callable(params, rng, dtype, margin) -> SampleInput
@@ -178,7 +178,7 @@ class LayerSpec:
         return None if self.bytes_fn is None else self.bytes_fn(params, itemsize)
 
     def call_forward(self, impl: Impl, sample: SampleInput):
-        """Call ``impl.forward`` with the seed's argument convention; returns what it returns."""
+        """Call ``impl.forward`` with the course notebook's argument convention; returns what it returns."""
         return impl.forward(*sample.args())
 
     def call_backward(self, impl: Impl, dout, cache):

@@ -32,7 +32,7 @@ of this machine's measured GEMM peak (conv, affine) or GB/s (pool, relu), and
 the rel_error of outputs and gradients against the baseline.
 
 \b
-Default sizes, those of the seed's Task 4 (affine and relu at sizes of the
+Default sizes, those of the course notebook's Task 4 (affine and relu at sizes of the
 same order); the shape options override them:
 {defaults_help(SPECS, "bench", "x")}
 
@@ -97,7 +97,7 @@ def _progress_bar(enabled: bool):
                    "baseline and the --module ones when --module is given; 'all' for every one). Leaving the "
                    "baseline out skips it: no speedups or differences, useful for large shapes.")
 @click.option("--module", "modules", multiple=True, metavar="PATH.py|MODULE",
-              help="Load a user layers module (a .py file or a dotted name) that uses the seed's function names "
+              help="Load a user layers module (a .py file or a dotted name) that uses the course notebook's function names "
                    "and time its layers, named after the file, against the baseline. Repeatable. Loading runs "
                    "the module's code.")
 @click.option("--no-entry-points", is_flag=True,
@@ -132,7 +132,7 @@ def _progress_bar(enabled: bool):
 @click.option("--min-speedup", type=click.FloatRange(min=0, min_open=True), default=None, metavar="X",
               help="Exit 1 when an implementation is not X times faster than the baseline.")
 @click.option("--max-diff", type=click.FloatRange(min=0), default=None, metavar="TOL",
-              help="Largest difference from the baseline that agrees: the seed's rel_error (default 1e-9 in "
+              help="Largest difference from the baseline that agrees: the course notebook's rel_error (default 1e-9 in "
                    "float64); in float32 its denominator is floored at 1e-3 of the outputs' scale, since "
                    "elements summing to nearly zero carry float32 rounding (default 1e-2).")
 @click.option("--sweep", callback=_parse_sweep, default=None, metavar="PARAM=V1,V2,...",

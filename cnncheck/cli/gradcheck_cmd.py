@@ -30,12 +30,12 @@ _F32 = engine.DEFAULT_TOLERANCES["float32"]
 HELP = f"""Check the backward pass of LAYER (several, or all; default all) against
 centred differences of the same implementation's forward pass.
 
-For every gradient (dx, dw, db) the table shows the seed's rel_error, the
+For every gradient (dx, dw, db) the table shows the course notebook's rel_error, the
 largest absolute error and where the worst element is.  Inputs come from
 --seed and keep a margin of 10 x --eps from relu's kink and max-pool ties.
 
 \b
-Default sizes, those of the seed's checks; the shape options override them:
+Default sizes, those of the course notebook's checks; the shape options override them:
 {defaults_help(SPECS, "gradcheck", ",")}
 
 \b
@@ -87,7 +87,7 @@ def _progress(enabled: bool, total: int):
               help="Implementations to check, comma separated or repeated (default: every one, or only the "
                    "--module ones when --module is given; 'all' for every one).")
 @click.option("--module", "modules", multiple=True, metavar="PATH.py|MODULE",
-              help="Load a user layers module (a .py file or a dotted name) that uses the seed's function "
+              help="Load a user layers module (a .py file or a dotted name) that uses the course notebook's function "
                    "names; its layers are checked as implementations named after the file. Repeatable. "
                    "Loading runs the module's code.")
 @click.option("--no-entry-points", is_flag=True,

@@ -1,4 +1,4 @@
-"""The layer API courses use, with the seed's names and signatures.
+"""The layer API courses use, with the course notebook's names and signatures.
 
 Naive (loop) references and fast (im2col) implementations; see
 :mod:`cnncheck.layers.naive` and :mod:`cnncheck.layers.fast`.

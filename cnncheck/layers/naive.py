@@ -1,6 +1,6 @@
 """Reference layers written with explicit loops: the oracle every other implementation is checked against.
 
-All functions follow the seed's contract::
+All functions follow the course notebook's contract::
 
     out, cache = <layer>_forward(x, ..., params)
     grads = <layer>_backward(dout, cache)
@@ -45,7 +45,7 @@ def check_dout(dout, expected_shape, layer: str) -> np.ndarray:
 
 
 def conv_param_values(conv_param) -> tuple[int, int]:
-    """(stride, pad) from a seed-style ``conv_param`` dict, validated."""
+    """(stride, pad) from a course-style ``conv_param`` dict, validated."""
     if not isinstance(conv_param, dict):
         raise CnnCheckError(f"conv_param must be a dict with 'stride' and 'pad', got {type(conv_param).__name__}")
     missing = [k for k in ("stride", "pad") if k not in conv_param]
@@ -55,7 +55,7 @@ def conv_param_values(conv_param) -> tuple[int, int]:
 
 
 def pool_param_values(pool_param) -> tuple[int, int, int]:
-    """(pool_height, pool_width, stride) from a seed-style ``pool_param`` dict."""
+    """(pool_height, pool_width, stride) from a course-style ``pool_param`` dict."""
     if not isinstance(pool_param, dict):
         raise CnnCheckError("pool_param must be a dict with 'pool_height', 'pool_width' and 'stride', "
                             f"got {type(pool_param).__name__}")

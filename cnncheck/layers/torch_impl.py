@@ -2,7 +2,7 @@
 
 Forward passes go through :mod:`torch.nn.functional`; backward passes run
 autograd on the graph the forward pass recorded.  These functions follow the
-seed's contract like every other implementation::
+course notebook's contract like every other implementation::
 
     out, cache = <layer>_forward(x, ..., params)
     grads = <layer>_backward(dout, cache)

@@ -1,7 +1,7 @@
 """`cnncheck gradcheck` through CliRunner: statuses, formats, exit codes, usage errors and the JSON schema.
 
 Shapes are small and the loop-based naive implementations are only run on the
-seed's small defaults, so the whole file runs in seconds.
+course notebook's small defaults, so the whole file runs in seconds.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The built-in specs: the seed's defaults, validation, input generation and flop counts."""
+"""The built-in specs: the course notebook's defaults, validation, input generation and flop counts."""
 
 from __future__ import annotations
 

@@ -48,12 +48,12 @@ def assert_matches(fast_value, naive_value):
 
 CONV_CASES = [
     # (N, C, H, W), (F, HH, WW), stride, pad
-    ((4, 3, 5, 5), (2, 3, 3), 2, 1),  # the seed's gradient-check case
+    ((4, 3, 5, 5), (2, 3, 3), 2, 1),  # the course notebook's gradient-check case
     ((2, 3, 7, 6), (4, 3, 2), 2, 1),  # non-square kernel, odd sizes
     ((1, 1, 5, 5), (1, 1, 1), 1, 0),  # N = C = F = 1, 1x1 kernel
     ((3, 2, 9, 8), (3, 4, 3), 3, 2),  # stride 3, trailing rows no window reaches
     ((2, 2, 7, 7), (2, 2, 2), 3, 0),  # stride larger than the kernel
-    ((2, 3, 4, 4), (3, 4, 4), 2, 1),  # the seed's forward example geometry
+    ((2, 3, 4, 4), (3, 4, 4), 2, 1),  # the course notebook's forward example geometry
     ((1, 2, 2, 3), (2, 4, 5), 1, 2),  # kernel larger than the unpadded input
 ]
 

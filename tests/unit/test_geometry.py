@@ -12,9 +12,9 @@ from cnncheck.errors import CnnCheckError
 @pytest.mark.parametrize(
     ("x_shape", "w_shape", "stride", "pad", "expected"),
     [
-        ((2, 3, 4, 4), (3, 3, 4, 4), 2, 1, (2, 3, 2, 2)),  # the seed's forward example
-        ((4, 3, 5, 5), (2, 3, 3, 3), 2, 1, (4, 2, 3, 3)),  # the seed's gradient check
-        ((100, 3, 31, 31), (25, 3, 3, 3), 2, 1, (100, 25, 16, 16)),  # the seed's timing case
+        ((2, 3, 4, 4), (3, 3, 4, 4), 2, 1, (2, 3, 2, 2)),  # the course notebook's forward example
+        ((4, 3, 5, 5), (2, 3, 3, 3), 2, 1, (4, 2, 3, 3)),  # the course notebook's gradient check
+        ((100, 3, 31, 31), (25, 3, 3, 3), 2, 1, (100, 25, 16, 16)),  # the course notebook's timing case
         ((1, 1, 6, 6), (1, 1, 3, 3), 2, 0, (1, 1, 2, 2)),  # floor: last row uncovered
         ((1, 2, 7, 5), (4, 2, 3, 1), 3, 2, (1, 4, 3, 3)),  # non-square
         ((1, 1, 1, 1), (1, 1, 3, 3), 1, 1, (1, 1, 1, 1)),

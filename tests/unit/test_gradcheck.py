@@ -61,7 +61,7 @@ def test_builtin_implementations_pass_in_float64(layer, name, mode):
 
 
 def test_seed_shapes_and_errors_match_the_notebook():
-    """The seed's conv check: errors around 1e-9 and below, with its shapes."""
+    """The course notebook's conv check: errors around 1e-9 and below, with its shapes."""
     registry = builtin_registry()
     results = check(CONV, registry.impl("conv", "naive"), CONV.resolve({}), GradcheckConfig())
     assert results[0].params == {"shape": [4, 3, 5, 5], "filters": 2, "kernel": [3, 3], "stride": 2, "pad": 1}

@@ -1,4 +1,4 @@
-"""The seed's gradient-check primitives, and the seed's four gradient checks."""
+"""The course notebook's gradient-check primitives, and the course notebook's four gradient checks."""
 
 from __future__ import annotations
 
@@ -129,7 +129,7 @@ def test_read_only_x_is_refused():
         eval_numerical_gradient_array(lambda a: a, x, np.ones(3))
 
 
-# -- the seed's four checks, with its shapes --------------------------------------
+# -- the course notebook's four checks, with its shapes --------------------------------------
 TOL = 1e-7
 
 
