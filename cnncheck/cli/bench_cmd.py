@@ -13,7 +13,7 @@ from cnncheck import bench as bench_lib
 from cnncheck import compare as compare_lib
 from cnncheck import sweep as sweep_lib
 from cnncheck.catalog import SPECS
-from cnncheck.cli.common import usage_errors
+from cnncheck.cli.common import progress_bar, usage_errors
 from cnncheck.cli.options import CommaList, defaults_help, layer_parameter_options, parameter_overrides
 from cnncheck.plugins import build_registry
 from cnncheck.report import bench as report
@@ -72,21 +72,10 @@ def _explicit(ctx: click.Context, name: str) -> bool:
 
 @contextlib.contextmanager
 def _progress_bar(enabled: bool):
-    """A Rich progress bar on stderr; yields the callback for :func:`run_bench` (None when off)."""
-    if not enabled:
-        yield None
-        return
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    columns = (TextColumn("{task.description:<28}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
-        task = bar.add_task("timing", total=None)
-
-        def update(done: int, total: int, label: str) -> None:
-            bar.update(task, completed=done, total=total, description=label or "done")
-
-        yield update
+    """Yields the callback for :func:`run_bench` (None when off)."""
+    with progress_bar(enabled, "timing", width=28) as update:
+        yield None if update is None else (
+            lambda done, total, label: update(completed=done, total=total, description=label or "done"))
 
 
 @click.command("bench", help=HELP, epilog=EPILOG)

@@ -11,7 +11,7 @@ from cnncheck import __version__
 from cnncheck import gradcheck as engine
 from cnncheck import isolate, memory
 from cnncheck.catalog import SPECS
-from cnncheck.cli.common import usage_errors
+from cnncheck.cli.common import progress_bar, usage_errors
 from cnncheck.cli.isolation_options import isolation_options, isolation_settings
 from cnncheck.cli.options import CommaList, defaults_help, layer_parameter_options, parameter_overrides
 from cnncheck.plugins import build_registry
@@ -63,21 +63,9 @@ Examples:
 
 @contextlib.contextmanager
 def _progress(enabled: bool, total: int):
-    """A transient Rich progress bar on stderr; yields a callback(label) or None when off."""
-    if not enabled:
-        yield None
-        return
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    columns = (TextColumn("{task.description:<24}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
-        task = bar.add_task("checking", total=total)
-
-        def advance(label: str) -> None:
-            bar.update(task, advance=1, description=label)
-
-        yield advance
+    """Yields a callback(label) that advances a progress bar by one check, or None when off."""
+    with progress_bar(enabled, "checking", total) as update:
+        yield None if update is None else (lambda label: update(advance=1, description=label))
 
 
 @click.command("gradcheck", help=HELP, epilog=EPILOG)
