@@ -1,0 +1,126 @@
+"""The convolution forward pass builds its im2col array in a module-level buffer
+reused for every call with the same geometry and keeps that buffer in the
+cache; the backward pass computes dw from it. A second forward pass before the
+first backward pass overwrites the first cache's columns, so dw of the earlier
+call comes out for the later input.
+"""
+
+import numpy as np
+
+
+_COL_BUFFERS = {}
+
+
+def affine_forward(x, w, b):
+    """Fully connected layer. x (N, ...) is flattened to (N, D); w is (D, M)."""
+    out = x.reshape(x.shape[0], -1) @ w + b
+    cache = (x, w, b)
+    return out, cache
+
+
+def affine_backward(dout, cache):
+    """Gradients of the fully connected layer: returns dx, dw, db."""
+    x, w, b = cache
+    x2d = x.reshape(x.shape[0], -1)
+    dx = (dout @ w.T).reshape(x.shape)
+    dw = x2d.T @ dout
+    db = dout.sum(axis=0)
+    return dx, dw, db
+
+
+def relu_forward(x):
+    """Elementwise rectifier."""
+    out = np.where(x > 0, x, 0)
+    return out, x
+
+
+def relu_backward(dout, cache):
+    """Gradient of the rectifier: zero wherever the input was not positive."""
+    x = cache
+    dx = dout.copy()
+    dx[x <= 0] = 0
+    return dx
+
+
+def conv_forward_naive(x, w, b, conv_param):
+    """
+    Convolution layer, vectorised over the batch and the output positions.
+
+    The column array is big, so it is allocated once per geometry and reused.
+    """
+    s, p = conv_param['stride'], conv_param['pad']
+    N, C, H, W = x.shape
+    F, _, HH, WW = w.shape
+    Ho = (H + 2 * p - HH) // s + 1
+    Wo = (W + 2 * p - WW) // s + 1
+
+    xp = np.pad(x, [(0, 0), (0, 0), (p, p), (p, p)])
+    key = (N, C, HH, WW, Ho, Wo, xp.dtype.str)
+    cols = _COL_BUFFERS.get(key)
+    if cols is None:
+        cols = np.empty((N, C, HH, WW, Ho, Wo), dtype=xp.dtype)
+        _COL_BUFFERS[key] = cols
+    for kh in range(HH):
+        for kw in range(WW):
+            cols[:, :, kh, kw] = xp[:, :, kh:kh + s * Ho:s, kw:kw + s * Wo:s]
+
+    out = np.tensordot(cols, w, axes=([1, 2, 3], [1, 2, 3]))  # (N, Ho, Wo, F)
+    out = out.transpose(0, 3, 1, 2) + b[None, :, None, None]
+    cache = (x, w, b, conv_param, cols)
+    return out, cache
+
+
+def conv_backward_naive(dout, cache):
+    """Backward pass of the convolution using the columns saved by the forward pass."""
+    x, w, b, conv_param, cols = cache
+    s, p = conv_param['stride'], conv_param['pad']
+    N, C, H, W = x.shape
+    F, _, HH, WW = w.shape
+    Ho, Wo = dout.shape[2], dout.shape[3]
+
+    dw = np.tensordot(dout, cols, axes=([0, 2, 3], [0, 4, 5]))  # (F, C, HH, WW)
+    dxp = np.zeros((N, C, H + 2 * p, W + 2 * p), dtype=cols.dtype)
+    for kh in range(HH):
+        for kw in range(WW):
+            dxp[:, :, kh:kh + s * Ho:s, kw:kw + s * Wo:s] += np.einsum('nfij,fc->ncij', dout, w[:, :, kh, kw])
+    db = dout.sum(axis=(0, 2, 3))
+    dx = dxp[:, :, p:p + H, p:p + W]
+    return dx, dw, db
+
+
+def max_pool_forward_naive(x, pool_param):
+    """Max pooling: running maximum over the window offsets, vectorised otherwise."""
+    ph, pw = pool_param['pool_height'], pool_param['pool_width']
+    s = pool_param['stride']
+    N, C, H, W = x.shape
+    Ho = (H - ph) // s + 1
+    Wo = (W - pw) // s + 1
+
+    out = np.full((N, C, Ho, Wo), -np.inf, dtype=x.dtype)
+    for a in range(ph):
+        for c in range(pw):
+            out = np.maximum(out, x[:, :, a:a + s * Ho:s, c:c + s * Wo:s])
+    cache = (x, pool_param)
+    return out, cache
+
+
+def max_pool_backward_naive(dout, cache):
+    """Route each window's gradient to its first maximum (row-major order)."""
+    x, pool_param = cache
+    ph, pw = pool_param['pool_height'], pool_param['pool_width']
+    s = pool_param['stride']
+    Ho, Wo = dout.shape[2], dout.shape[3]
+
+    out = np.full(dout.shape, -np.inf, dtype=x.dtype)
+    for a in range(ph):
+        for c in range(pw):
+            out = np.maximum(out, x[:, :, a:a + s * Ho:s, c:c + s * Wo:s])
+
+    dx = np.zeros_like(x)
+    taken = np.zeros(dout.shape, dtype=bool)
+    for a in range(ph):
+        for c in range(pw):
+            hit = (x[:, :, a:a + s * Ho:s, c:c + s * Wo:s] == out) & ~taken
+            dx[:, :, a:a + s * Ho:s, c:c + s * Wo:s] += np.where(hit, dout, 0)
+            taken |= hit
+    return dx
