@@ -1,128 +1,114 @@
-"""The gradient-check engine: analytic gradients against centred differences.
+"""The gradient-check engine: a battery of checks per layer and implementation.
 
-For one layer spec, one implementation and one set of parameters,
-:func:`check` draws inputs and a random upstream gradient ``dout`` from a
-seeded generator, runs the implementation's forward and backward passes, and
-compares every gradient with the numerical derivative of the *same*
-implementation's forward pass contracted with ``dout``::
+For one spec and one implementation (and the session it runs in), and for
+each geometry of the spec's battery (the course notebook's first), the
+engine draws inputs and an upstream gradient ``dout`` from a seeded
+generator, calls forward and backward through a
+:class:`~cnncheck.calls.Caller`, and records a
+:class:`~cnncheck.results.CheckResult` for each check:
 
-    numeric[i] = sum((f(x + h e_i) - f(x - h e_i)) * dout) / (2 h)
+``call``
+    what forward and backward raised or returned, judged by
+    :mod:`cnncheck.boundary` (wrong shape, dtype, NaN, None...; warnings for
+    float64 output from float32 input, ndarray subclasses, conversions);
+``reference``
+    forward output and every gradient against the spec's reference
+    implementation on the same inputs (not for the reference itself);
+``gradient``
+    every gradient against centred differences of the same implementation's
+    forward pass (:mod:`cnncheck.numeric`): every element when the inputs
+    with gradients hold at most ``auto_limit`` elements, else random
+    directions plus sampled elements;
+``forward``
+    an output that does not change when an input is perturbed (the forward
+    pass ignores it) or that has only float32 precision in a float64 check;
+``subgradient``
+    gradients at kinks (exact ties in max-pool windows, relu at 0);
+``protocol``
+    on the first geometry, how a network calls layers: forward twice gives
+    the same output; backward twice on one cache gives the same gradients
+    and leaves the first result alone; two forwards then the first cache's
+    backward gives the first call's gradients; the caller's parameter dict
+    is left alone; Fortran-ordered, transposed and strided inputs give the
+    same results; and warnings for writes into the inputs, ``dout`` or the
+    cache;
+``integrity``
+    what a child's guard saw (imports of cnncheck or of forbidden modules,
+    reads of protected files, replaced library functions) and answers out
+    of protocol.
 
-Every probe is restored.  Differences of the outputs are taken elementwise in
-float64 before they are contracted, and the step is the one that really
-happened after rounding to the input's dtype, so a float32 check loses no
-accuracy to the step.  Modes:
-
-``full``
-    every element of every gradient (2 forward calls per element);
-``sample``
-    ``samples`` random elements per gradient;
-``directional``
-    ``probes`` random directions ``d`` (entries +-1) per gradient: the
-    directional derivative ``sum((f(x + h d) - f(x - h d)) * dout) / (2 h)``
-    against ``<analytic, d>``; 2 forward calls per probe whatever the size;
-``auto``
-    ``full`` when the inputs with gradients hold at most
-    :data:`AUTO_FULL_LIMIT` elements together, ``directional`` otherwise.
-
-The error of a gradient is the course notebook's ``rel_error``, the largest
-``|n - a| / max(floor, |n| + |a|)`` over the compared elements, with one
-change: the course notebook's ``floor = 1e-8`` becomes at least
-:data:`RELATIVE_FLOOR` (1e-2 in float64, 1e-1 in float32) times the largest
-``|n|``.  Elements much smaller than the largest are then held to an
-absolute error instead of a relative one, because their centred differences
-are dominated by rounding: without it, a correct layer fails the course notebook's
-metric in float64 once inputs have a few thousand elements.
-
-Inputs keep a margin of ``10 * eps`` from nondifferentiable points (relu at
-0, ties in a max-pool window).  When a check of a layer with such points
-still fails, every failing element (up to :data:`KINK_CHECK_LIMIT`) is
-tested: if its one-sided differences disagree and the analytic value lies
-between them, the element sits on a kink, and a gradient whose failures all
-sit on kinks gets status ``kink`` instead of ``fail``.
-
-Whatever the implementation under test raises or returns becomes a result
-(``error``, ``not-implemented``, ``mutates-input``); nothing else is caught.
-A function with a true ``cnncheck_missing`` attribute (a message) stands for
-one a user module does not define and is reported ``not-implemented``
-without being called.
+Every verdict is made here, in cnncheck's process, from arrays the session
+returned: the code under test only ever computes forward and backward
+passes at inputs chosen here.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
 import time
-import traceback
 import types
-from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping
+import zlib
+from dataclasses import dataclass, replace
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from cnncheck import numeric
+from cnncheck.boundary import Problem, ProtocolViolation, Refused
+from cnncheck.calls import Caller
 from cnncheck.errors import CnnCheckError
-from cnncheck.results import GradcheckReport, GradcheckResult, Status, _jsonable
-from cnncheck.specs import Impl, LayerSpec, SampleInput
+from cnncheck.results import CheckResult, GradcheckReport, _jsonable
+from cnncheck.specs import Geometry, Impl, LayerSpec, Sample, shape_text
+from cnncheck.status import Status
 
 MODES = ("auto", "full", "sample", "directional")
 DTYPES = ("float64", "float32")
+DEFAULT_TOLERANCES = numeric.DEFAULT_TOLERANCES
 
-#: Default (eps, max_error) per dtype.  float32: measured on the built-in
-#: float32 layers over many seeds (see the README); a correct float32
-#: implementation stays two orders of magnitude below the threshold.
-DEFAULT_TOLERANCES = {"float64": (1e-5, 1e-7), "float32": (3e-2, 1e-2)}
-
-#: The relative error's denominator is never below this fraction of the
-#: largest numerical derivative compared (nor below the course notebook's 1e-8): a
-#: derivative much smaller than that is below the rounding noise of a centred
-#: difference (measured: about 1e-10 of the largest in float64, 1e-5 in
-#: float32 at the default steps), so its own relative error means nothing.
-RELATIVE_FLOOR = {"float64": 1e-2, "float32": 1e-1}
-
-#: ``auto`` checks every element when the inputs with gradients hold at most
-#: this many elements together, and switches to ``directional`` above.
+#: ``auto`` compares every element when the inputs with gradients hold at most this many.
 AUTO_FULL_LIMIT = 4096
-
-#: Default number of elements per gradient in ``sample`` mode.
 DEFAULT_SAMPLES = 50
-
-#: Default number of random directions per gradient in ``directional`` mode.
 DEFAULT_PROBES = 10
 
 #: Generated inputs stay this many steps away from kinks.
 MARGIN_STEPS = 10.0
 
-#: At most this many failing elements of a gradient are tested for kinks.
-KINK_CHECK_LIMIT = 100
+#: Largest difference from the reference, as a fraction of the reference's largest magnitude, per dtype.
+#: Measured between correct implementations that sum in different orders (loops, im2col, FFT, torch):
+#: below 1e-14 in float64 and 2e-6 in float32 at the battery's geometries.
+REFERENCE_TOLERANCE = {"float64": 1e-9, "float32": 1e-4}
+
+#: Two calls that must agree (same input twice, another memory layout) may differ by this fraction.
+REPEAT_TOLERANCE = {"float64": 1e-12, "float32": 1e-5}
+
+#: Memory layouts the protocol check hands inputs in.
+LAYOUTS = {"F": "Fortran-ordered", "T": "transposed-storage", "S": "strided (every other element)"}
 
 
 @dataclass(frozen=True)
 class GradcheckConfig:
-    """How to check: mode, step, threshold, dtype and seed.
+    """How to check.
 
     Attributes
     ----------
     mode : {"auto", "full", "sample", "directional"}
-    samples : int
-        Elements per gradient in ``sample`` mode.
-    probes : int
-        Random directions per gradient in ``directional`` mode.
-    eps : float or None
-        Finite-difference step; None for the dtype's default
-        (:data:`DEFAULT_TOLERANCES`).
-    max_error : float or None
-        Largest relative error that passes; None for the dtype's default.
+        ``auto``: every element up to ``auto_limit`` elements, else random
+        directions and sampled elements together.
+    samples, probes : int
+        Elements per gradient in ``sample`` mode (and ``auto`` above the
+        limit); random directions per gradient in ``directional`` mode.
+    eps, max_error : float or None
+        Step and threshold; None for the dtype's defaults.
     dtype : {"float64", "float32"}
-        dtype of the generated inputs and ``dout``.
     seed : int
-        Seed of the generator that draws inputs, samples and directions.
+        Seed of everything drawn (inputs, dout, samples, directions).
     auto_limit : int
-        Element count up to which ``auto`` means ``full``.
-
-    Raises
-    ------
-    CnnCheckError
-        A value out of range, or an unknown mode or dtype.
+    reference : bool
+        Compare with the layer's reference implementation.
+    protocol : bool
+        Run the call-protocol checks and the subgradient checks.
     """
 
     mode: str = "auto"
@@ -133,6 +119,8 @@ class GradcheckConfig:
     dtype: str = "float64"
     seed: int = 0
     auto_limit: int = AUTO_FULL_LIMIT
+    reference: bool = True
+    protocol: bool = True
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -140,663 +128,664 @@ class GradcheckConfig:
         if str(self.dtype) not in DTYPES:
             raise CnnCheckError(f"dtype must be float64 or float32, got {self.dtype!r}")
         object.__setattr__(self, "dtype", str(self.dtype))
-        for name in ("samples", "probes"):
+        for name in ("samples", "probes", "auto_limit"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
                 raise CnnCheckError(f"{name} must be a positive integer, got {value!r}")
         for name in ("eps", "max_error"):
             value = getattr(self, name)
-            if value is not None and not (isinstance(value, (int, float, np.floating)) and
-                                          math.isfinite(value) and value > 0):
+            if value is not None and not (isinstance(value, (int, float, np.floating)) and not isinstance(value, bool)
+                                          and math.isfinite(value) and value > 0):
                 raise CnnCheckError(f"{name} must be a positive number, got {value!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
             raise CnnCheckError(f"seed must be a non-negative integer, got {self.seed!r}")
 
     @property
     def step(self) -> float:
-        """The finite-difference step used: ``eps`` or the dtype's default."""
         return float(self.eps) if self.eps is not None else DEFAULT_TOLERANCES[self.dtype][0]
 
     @property
     def threshold(self) -> float:
-        """The relative-error threshold used: ``max_error`` or the dtype's default."""
         return float(self.max_error) if self.max_error is not None else DEFAULT_TOLERANCES[self.dtype][1]
 
     @property
     def margin(self) -> float:
-        """Distance kept between generated inputs and kinks: ``10 * step``."""
         return MARGIN_STEPS * self.step
 
     def resolve_mode(self, n_elements: int) -> str:
-        """The mode run for inputs of ``n_elements`` elements (``auto`` resolved)."""
+        """The mode run for inputs of ``n_elements`` elements: ``auto`` becomes ``full`` or ``auto``."""
         if self.mode != "auto":
             return self.mode
-        return "full" if n_elements <= self.auto_limit else "directional"
+        return "full" if n_elements <= self.auto_limit else "auto"
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict with ``eps`` and ``max_error`` resolved."""
-        return {"mode": self.mode, "samples": int(self.samples), "probes": int(self.probes),
-                "eps": self.step, "max_error": self.threshold, "dtype": self.dtype,
-                "seed": int(self.seed), "auto_limit": int(self.auto_limit)}
+        return {"mode": self.mode, "samples": int(self.samples), "probes": int(self.probes), "eps": self.step,
+                "max_error": self.threshold, "dtype": self.dtype, "seed": int(self.seed),
+                "auto_limit": int(self.auto_limit), "reference": self.reference, "protocol": self.protocol,
+                "reference_tolerance": REFERENCE_TOLERANCE[self.dtype]}
 
 
-# -- the check -----------------------------------------------------------------
-class _ImplFailure(Exception):
-    """The implementation under test raised or returned something unusable."""
+# -- the reference -----------------------------------------------------------------------------------
+class References:
+    """The reference implementation's outputs and gradients, computed once per layer, geometry and inputs.
 
-    def __init__(self, status: str, message: str, tb: str = "", location: str = "") -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.tb = tb
-        self.location = location
+    Parameters
+    ----------
+    registry : Registry
+    session : LocalSession
+        Runs the built-in reference implementations.
+    """
+
+    def __init__(self, registry, session) -> None:
+        import threading
+
+        self.registry = registry
+        self.session = session
+        self.cache: dict = {}
+        self.lock = threading.Lock()
+
+    def get(self, spec: LayerSpec, key: tuple, sample: Sample, params, dtype) -> dict | None:
+        """``{"out": array, "dx": array, ...}`` of the reference on ``sample``; None when there is none."""
+        impl = self.registry.reference(spec)
+        if impl is None:
+            return None
+        with self.lock:
+            if key not in self.cache:
+                caller = Caller(self.session, spec, impl, dtype)
+                try:
+                    forward = caller.forward(sample, params)
+                    found = {"out": forward.out.astype(np.float64)}
+                    if spec.grads:
+                        backward = caller.backward(forward, _dout(spec, sample, dtype), sample)
+                        for name, value in backward.grads.items():
+                            if isinstance(value, Problem):
+                                raise RuntimeError(f"the reference {spec.name}/{impl.name} failed: {value.message}")
+                            found["d" + name] = value[0].astype(np.float64)
+                        caller.drop(backward.handle)
+                    caller.drop(forward.handle)
+                except Refused as refused:
+                    raise RuntimeError(f"the reference {spec.name}/{impl.name} failed: {refused.problem.message}") \
+                        from None
+                self.cache[key] = found
+            return self.cache[key]
 
 
-def check(spec: LayerSpec, impl: Impl, params: Mapping[str, Any],
-          config: GradcheckConfig | None = None, *, sample: SampleInput | None = None) -> list[GradcheckResult]:
-    """Check every gradient of one implementation of one layer.
+def _dout(spec: LayerSpec, sample: Sample, dtype) -> np.ndarray:
+    return sample.dout if sample.dout is not None else np.ones((), dtype=dtype)
+
+
+def _difference(got: np.ndarray, want: np.ndarray) -> tuple:
+    """(largest |got - want| over the largest |want|, largest |got - want|, its index)."""
+    diff = np.abs(got.astype(np.float64) - want)
+    if diff.size == 0:
+        return 0.0, 0.0, ()
+    index = tuple(int(i) for i in np.unravel_index(int(np.argmax(diff)), diff.shape))
+    scale = max(float(np.max(np.abs(want))), 1e-300)
+    return float(diff[index]) / scale if float(np.max(np.abs(want))) > 0 else float(diff[index]), \
+        float(diff[index]), index
+
+
+# -- one implementation ------------------------------------------------------------------------------
+class _Recorder:
+    """Builds the CheckResult records of one implementation with the fields they share."""
+
+    def __init__(self, spec: LayerSpec, impl: Impl, config: GradcheckConfig) -> None:
+        self.spec = spec
+        self.impl = impl
+        self.config = config
+        self.results: list = []
+        self.seen: set = set()
+        self.geometry: Geometry | None = None
+        self.params: dict = {}
+
+    @property
+    def subjects(self) -> list:
+        return ["out", *("d" + g for g in self.spec.grads)]
+
+    def add(self, kind: str, subject: str, status, message: str = "", *, whole: bool = False, **fields) -> None:
+        geometry = None if whole else self.geometry
+        if whole and fields.get("finding"):
+            key = (kind, subject, fields["finding"], str(status))
+            if key in self.seen:
+                return
+            self.seen.add(key)
+        location = fields.pop("location", "") or ("" if self.impl.builtin else self.impl.location)
+        self.results.append(CheckResult(
+            layer=self.spec.name, impl=self.impl.name, kind=kind, subject=subject, status=Status(status),
+            geometry=geometry.label if geometry else "",
+            where=self.spec.describe(self.params) if geometry else "",
+            message=message, params=_jsonable(self.params) if geometry else {}, dtype=self.config.dtype,
+            eps=self.config.step, location=location if not self.impl.builtin else "", source=self.impl.source,
+            **fields))
+
+    def problem(self, kind: str, subject: str, problem: Problem, *, whole: bool = False) -> None:
+        self.add(kind, subject, problem.status, problem.message, whole=whole, finding=problem.finding,
+                 location=problem.location, traceback=problem.traceback)
+
+    def everywhere(self, kind: str, status, message: str, **fields) -> None:
+        for subject in self.subjects:
+            self.add(kind, subject, status, message, **fields)
+
+
+def check(spec: LayerSpec, impl: Impl, session, *, battery: Sequence | None = None,
+          config: GradcheckConfig | None = None, references: References | None = None,
+          problems: Sequence[Problem] = (), sample: Sample | None = None) -> list:
+    """Run the battery on one implementation of one layer.
 
     Parameters
     ----------
     spec : LayerSpec
     impl : Impl
-        The (forward, backward) pair under test.
-    params : mapping
-        Resolved layer parameters (``spec.resolve(...)``).
+    session : LocalSession or ChildSession
+        Where ``impl`` runs.
+    battery : sequence of (Geometry, params), optional
+        Default: ``spec.battery()``.
     config : GradcheckConfig, optional
-        Defaults to ``GradcheckConfig()`` (float64, auto mode, seed 0).
-    sample : SampleInput, optional
-        Inputs to check at instead of drawing them from ``params`` (no
-        margin from kinks is then guaranteed; kinks are still recognised).
+    references : References, optional
+        Reference results (None: no reference comparison).
+    problems : sequence of Problem
+        Findings about the implementation's module as a whole (from loading).
+    sample : Sample, optional
+        Check at these inputs instead of drawing them (one geometry, given
+        as ``battery``; no protocol checks).
 
     Returns
     -------
-    list of GradcheckResult
-        One per gradient in ``spec.grads`` order.  When the implementation
-        fails before gradients exist, every result carries that status.
+    list of CheckResult
     """
-    config = GradcheckConfig() if config is None else config
+    from cnncheck.session import InternalError, SessionFailure
+
+    config = config or GradcheckConfig()
+    battery = list(battery if battery is not None else spec.battery())
+    record = _Recorder(spec, impl, config)
     start = time.perf_counter()
+    for problem in problems:
+        record.problem("integrity", "out", problem, whole=True)
+    if impl.missing:
+        for subject in record.subjects:
+            record.add("call", subject, Status.NOT_IMPLEMENTED, impl.missing, whole=True)
+        return _timed(record.results, start)
+    caller = Caller(session, spec, impl, config.dtype)
+    session.begin()
+    try:
+        for index, (geometry, params) in enumerate(battery):
+            record.geometry, record.params = geometry, params
+            _check_geometry(caller, record, geometry, params, config, references,
+                            first=index == 0, sample=sample)
+    except SessionFailure as failure:
+        record.everywhere("call", failure.status, failure.message)
+    except ProtocolViolation as exc:
+        session.close()
+        record.everywhere("integrity", Status.PROTOCOL_ERROR, f"the child answered out of protocol ({exc})")
+    except InternalError as exc:
+        session.close()
+        record.everywhere("call", Status.INTERNAL_ERROR, f"internal error: {exc}")
+    record.geometry = None
+    for flag in caller.flags:
+        record.problem("integrity", "out", flag, whole=True)
+    return _timed(record.results, start)
+
+
+def _timed(results: list, start: float) -> list:
+    seconds = time.perf_counter() - start
+    return [replace(r, seconds=seconds) for r in results]
+
+
+def _rng(config: GradcheckConfig, spec: LayerSpec, label: str, *extra: str) -> np.random.Generator:
+    """A generator for one geometry, the same for every implementation of the layer."""
+    words = [zlib.crc32(w.encode()) for w in (spec.name, label, *extra)]
+    return np.random.default_rng([int(config.seed), *words])
+
+
+def _check_geometry(caller: Caller, record: _Recorder, geometry: Geometry, params, config: GradcheckConfig,
+                    references: References | None, *, first: bool, sample: Sample | None) -> None:
+    spec, impl = caller.spec, caller.impl
     dtype = np.dtype(config.dtype)
     if sample is None:
-        sample = spec.make_inputs(params, np.random.default_rng(config.seed), dtype, config.margin)
-    checker = _Checker(spec, impl, sample, config)
-    outcomes = checker.run()
-    seconds = time.perf_counter() - start
-    json_params = _jsonable(dict(params))
-    results = []
-    for grad in spec.grads:
-        outcome = outcomes[grad]
-        results.append(GradcheckResult(
-            layer=spec.name, impl=impl.name, gradient="d" + grad, threshold=config.threshold,
-            params=json_params, dtype=config.dtype, eps=config.step,
-            seconds=seconds, source=impl.source, **{"mode": checker.mode, **outcome}))
-    return results
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, SystemExit):
-        return f"called sys.exit({exc.code!r})"
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-def _function_location(fn) -> str:
-    """``file:line`` where a user function is defined, or ""."""
-    code = getattr(fn, "__code__", None)
-    if code is None or getattr(fn, "cnncheck_missing", None):
-        return ""
-    return f"{code.co_filename}:{code.co_firstlineno}"
-
-
-def _raise_location(exc: BaseException, fn) -> str:
-    """``file:line`` of the innermost frame of ``exc`` in ``fn``'s file (else the innermost frame)."""
-    frames = traceback.extract_tb(exc.__traceback__)[1:]   # drop the engine's own frame
-    if not frames:
-        return _function_location(fn)
-    code = getattr(fn, "__code__", None)
-    mine = [f for f in frames if code is not None and f.filename == code.co_filename]
-    frame = (mine or frames)[-1]
-    return f"{frame.filename}:{frame.lineno}"
-
-
-def _arrays_in(obj, path: str = "cache", depth: int = 0) -> list[tuple[str, np.ndarray]]:
-    """Every ndarray inside a cache (tuples, lists, dicts, nested), with a path naming it."""
-    if isinstance(obj, np.ndarray):
-        return [(path, obj)]
-    if depth > 4:
-        return []
-    found = []
-    if isinstance(obj, (tuple, list)):
-        for i, item in enumerate(obj):
-            found.extend(_arrays_in(item, f"{path}[{i}]", depth + 1))
-    elif isinstance(obj, dict):
-        for key, item in obj.items():
-            found.extend(_arrays_in(item, f"{path}[{key!r}]", depth + 1))
-    return found
-
-
-def _same(a: np.ndarray, b: np.ndarray) -> bool:
-    return a.shape == b.shape and a.dtype == b.dtype and np.array_equal(a, b, equal_nan=True)
-
-
-class _Checker:
-    """One check of one implementation on one sample; ``run`` returns an outcome per gradient."""
-
-    def __init__(self, spec: LayerSpec, impl: Impl, sample: SampleInput, config: GradcheckConfig) -> None:
-        self.spec = spec
-        self.impl = impl
-        self.config = config
-        self.dtype = np.dtype(config.dtype)
-        self.h = config.step
-        self.threshold = config.threshold
-        self.floor_fraction = RELATIVE_FLOOR[config.dtype]
-        # Working copies: probed in place; the sample itself stays pristine.
-        self.arrays = {k: np.array(v, dtype=self.dtype, copy=True) for k, v in sample.arrays.items()}
-        self.layer_param = sample.layer_param
-        self.dout = np.array(sample.dout, dtype=self.dtype, copy=True)
-        self.dout64 = self.dout.astype(np.float64).ravel()
-        self.out_shape = self.dout.shape
-        n_elements = sum(self.arrays[g].size for g in spec.grads)
-        self.mode = config.resolve_mode(n_elements)
-        self.rng = np.random.default_rng([int(config.seed), 1])
-        self.location = "" if impl.source == "builtin" else _function_location(impl.backward)
-        self._directions: dict = {}
-        self._cache = None
-
-    # -- guarded calls into the implementation ---------------------------------
-    def _call(self, fn: Callable, args: tuple, what: str):
-        missing = getattr(fn, "cnncheck_missing", None)
-        if missing:   # a placeholder for a function a user module does not define
-            raise _ImplFailure(Status.NOT_IMPLEMENTED, str(missing))
-        try:
-            with np.errstate(all="ignore"):
-                return fn(*args)
-        except (Exception, SystemExit) as exc:   # the code under test, and only it
-            status = Status.NOT_IMPLEMENTED if isinstance(exc, NotImplementedError) else Status.ERROR
-            tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__.tb_next))
-            raise _ImplFailure(status, f"{what} raised {_describe(exc)}", tb,
-                               _raise_location(exc, fn)) from None
-
-    def _forward(self, while_: str = "") -> np.ndarray:
-        """Call forward on the working arrays; return ``out`` after validating it."""
-        args = SampleInput(self.arrays, self.layer_param, self.dout).args()
-        what = "forward" + (f" (while {while_})" if while_ else "")
-        result = self._call(self.impl.forward, args, what)
-        location = _function_location(self.impl.forward)
-        if result is None:
-            raise _ImplFailure(Status.NOT_IMPLEMENTED, f"{what} returned None", location=location)
-        if not isinstance(result, (tuple, list)) or len(result) != 2:
-            got = type(result).__name__ + (f" of length {len(result)}" if isinstance(result, (tuple, list)) else "")
-            raise _ImplFailure(Status.ERROR, f"{what} returned {got}, expected a tuple (out, cache)",
-                               location=location)
-        out = result[0]
-        if out is None:
-            raise _ImplFailure(Status.NOT_IMPLEMENTED, f"{what} returned None as out", location=location)
-        if not isinstance(out, np.ndarray):
-            raise _ImplFailure(Status.ERROR, f"{what} returned out of type {type(out).__name__}, expected an ndarray",
-                               location=location)
-        if out.shape != self.out_shape:
-            raise _ImplFailure(Status.ERROR, f"{what} returned out of shape {out.shape}, expected {self.out_shape}",
-                               location=location)
-        if out.dtype != self.dtype:
-            raise _ImplFailure(Status.ERROR, f"{what} returned out of dtype {out.dtype} for {self.dtype} inputs",
-                               location=location)
-        if not np.all(np.isfinite(out)):
-            raise _ImplFailure(Status.ERROR, f"{what} returned out containing NaN or inf", location=location)
-        self._cache = result[1]
-        return out
-
-    def _backward(self, cache) -> dict:
-        """Call backward; return {name: gradient array or an _ImplFailure for that gradient}."""
-        result = self._call(self.impl.backward, (self.dout, cache), "backward")
-        grads = self.spec.grads
-        location = _function_location(self.impl.backward)
-        if result is None:
-            raise _ImplFailure(Status.NOT_IMPLEMENTED, "backward returned None (not implemented yet)",
-                               location=location)
-        expected = "d" + grads[0] if len(grads) == 1 else "a tuple (" + ", ".join("d" + g for g in grads) + ")"
-        if len(grads) == 1 and not isinstance(result, tuple):
-            result = (result,)
-        if not isinstance(result, (tuple, list)) or len(result) != len(grads):
-            got = type(result).__name__ + (f" of length {len(result)}" if isinstance(result, (tuple, list)) else "")
-            raise _ImplFailure(Status.ERROR, f"backward returned {got}, expected {expected}", location=location)
-        out = {}
-        for name, grad in zip(grads, result):
-            x = self.arrays[name]
-            label = "d" + name
-            if grad is None:
-                out[name] = _ImplFailure(Status.NOT_IMPLEMENTED, f"backward returned None for {label}",
-                                         location=location)
-            elif not isinstance(grad, np.ndarray):
-                out[name] = _ImplFailure(Status.ERROR, f"{label} is a {type(grad).__name__}, expected an ndarray",
-                                         location=location)
-            elif grad.shape != x.shape:
-                out[name] = _ImplFailure(Status.ERROR, f"{label} has shape {grad.shape}, expected {x.shape} "
-                                                       f"(the shape of {name})", location=location)
-            elif grad.dtype != x.dtype:
-                out[name] = _ImplFailure(Status.ERROR, f"{label} has dtype {grad.dtype}, expected {x.dtype} "
-                                                       f"(the dtype of {name})", location=location)
-            elif not np.all(np.isfinite(grad)):
-                kind = "NaN" if np.isnan(grad).any() else "inf"
-                out[name] = _ImplFailure(Status.ERROR, f"{label} contains {kind}", location=location)
-            else:
-                out[name] = np.array(grad, dtype=np.float64, copy=True)
-        return out
-
-    # -- the run ----------------------------------------------------------------
-    def run(self) -> dict:
-        grads = self.spec.grads
-        try:
-            analytic = self._analytic()
-        except _ImplFailure as failure:
-            return {g: self._failure(failure) for g in grads}
-        outcomes = {}
-        for name in grads:
-            value = analytic[name]
-            if isinstance(value, _ImplFailure):
-                outcomes[name] = self._failure(value)
-                continue
-            try:
-                outcomes[name] = self._compare(name, value)
-            except _ImplFailure as failure:
-                outcomes[name] = self._failure(failure)
-        return outcomes
-
-    def _failure(self, failure: _ImplFailure) -> dict:
-        location = "" if self.impl.source == "builtin" else (failure.location or self.location)
-        return {"status": failure.status, "message": failure.message, "traceback": failure.tb,
-                "location": location}
-
-    def _analytic(self) -> dict:
-        """Forward then backward once, with the in-place-change checks around them."""
-        before = {k: v.copy() for k, v in self.arrays.items()}
-        dout_before = self.dout.copy()
-        self._forward()
-        changed = [k for k in before if not _same(self.arrays[k], before[k])]
-        if changed:
-            raise _ImplFailure(Status.MUTATED, f"forward changed {', '.join(changed)} in place",
-                               location=_function_location(self.impl.forward))
-        cache = self._cache
-        cached = [(path, arr, arr.copy()) for path, arr in _arrays_in(cache)]
-        grads = self._backward(cache)
-        changed = [k for k in before if not _same(self.arrays[k], before[k])]
-        if not _same(self.dout, dout_before):
-            changed.append("dout")
-        changed += [path for path, arr, copy in cached
-                    if not any(arr is a for a in self.arrays.values()) and not _same(arr, copy)]
-        if changed:
-            raise _ImplFailure(Status.MUTATED, f"backward changed {', '.join(changed)} in place",
-                               location=_function_location(self.impl.backward))
-        return grads
-
-    # -- numerics -----------------------------------------------------------------
-    def _contract(self, plus: np.ndarray, minus: np.ndarray) -> float:
-        """``sum((plus - minus) * dout)`` for float64 copies of two outputs, differences taken elementwise."""
-        return float((plus.ravel() - minus.ravel()) @ self.dout64)
-
-    def _compare(self, name: str, analytic: np.ndarray) -> dict:
-        x = self.arrays[name]
-        if self.mode == "directional":
-            return self._directional(name, x, analytic)
-        return self._elements(name, analytic, self.mode)
-
-    def _elements(self, name: str, analytic: np.ndarray, mode: str) -> dict:
-        """Compare element by element: every one (``full``) or ``samples`` random ones (``sample``)."""
-        x = self.arrays[name]
-        flat = x.reshape(-1)
-        assert np.shares_memory(flat, x)
-        if mode == "sample" and self.config.samples < x.size:
-            indices = np.sort(self.rng.choice(x.size, size=int(self.config.samples), replace=False))
+        sample = spec.make_sample(params, _rng(config, spec, geometry.label), dtype, config.margin)
+    reference = None
+    if references is not None and config.reference and impl.name != spec.reference:
+        key = (spec.name, geometry.label, repr(sorted(params.items())), config.seed, config.dtype, "plain")
+        reference = references.get(spec, key, sample, params, dtype)
+    try:
+        forward = caller.forward(sample, params)
+    except Refused as refused:
+        problem = refused.problem
+        if geometry.uneven and problem.finding == "asserts":
+            record.add("call", "out", Status.PASS, f"refused sizes that do not divide evenly ({problem.message}); "
+                       "allowed", finding="uneven")
+        elif geometry.uneven and problem.status == Status.ERROR:
+            record.add("call", "out", problem.status, f"{problem.message} (at sizes that do not divide evenly, where "
+                       "the output size is floored, as PyTorch does; a layer that refuses them on purpose should "
+                       "assert so)", finding=problem.finding, location=problem.location, traceback=problem.traceback)
         else:
-            indices = np.arange(x.size)
-        numeric = np.empty(len(indices))
-        for k, i in enumerate(indices):
-            numeric[k] = self._probe_element(name, flat, int(i))
-        a = analytic.reshape(-1)[indices]
-        return self._verdict(name, a, numeric, indices, x.shape, analytic)
-
-    def _step_both_ways(self, name: str, flat: np.ndarray, i: int):
-        """Forward outputs a step above and below element ``i``; the element is restored.
-
-        Returns ``(minus_at, plus_at, minus, plus)``: the probed values as stored
-        (after rounding to the array's dtype) and the outputs there, in float64.
-        """
-        old = flat[i]
-        try:
-            flat[i] = old + self.h
-            plus_at = float(flat[i])
-            plus = self._forward(f"probing d{name}").astype(np.float64)
-            flat[i] = old - self.h
-            minus_at = float(flat[i])
-            minus = self._forward(f"probing d{name}").astype(np.float64)
-        finally:
-            flat[i] = old
-        return minus_at, plus_at, minus, plus
-
-    def _probe_element(self, name: str, flat: np.ndarray, i: int) -> float:
-        """Centred difference along element ``i`` of ``name``; the element is restored."""
-        minus_at, plus_at, minus, plus = self._step_both_ways(name, flat, i)
-        return self._contract(plus, minus) / (plus_at - minus_at)
-
-    def _one_sided_element(self, name: str, flat: np.ndarray, i: int, base: np.ndarray) -> tuple[float, float]:
-        """(forward, backward) one-sided differences along element ``i``."""
-        at = float(flat[i])
-        minus_at, plus_at, minus, plus = self._step_both_ways(name, flat, i)
-        return self._contract(plus, base) / (plus_at - at), self._contract(base, minus) / (at - minus_at)
-
-    def _directional(self, name: str, x: np.ndarray, analytic: np.ndarray) -> dict:
-        original = x.copy()
-        numeric = np.empty(self.config.probes)
-        projected = np.empty(self.config.probes)
-        steps = []
-        try:
-            for k in range(self.config.probes):
-                d = self.rng.choice(np.array([-1.0, 1.0]), size=x.shape)
-                x[...] = original + self.h * d
-                plus_at = x.astype(np.float64)
-                plus = self._forward(f"probing d{name}").astype(np.float64)
-                x[...] = original - self.h * d
-                delta = plus_at - x.astype(np.float64)
-                minus = self._forward(f"probing d{name}").astype(np.float64)
-                x[...] = original
-                span = 2.0 * self.h
-                numeric[k] = self._contract(plus, minus) / span
-                projected[k] = float(analytic.ravel() @ delta.ravel()) / span
-                steps.append(d)
-        finally:
-            x[...] = original
-        self._directions[name] = steps
-        return self._verdict(name, projected, numeric, None, x.shape, analytic)
-
-    def _one_sided_direction(self, name: str, k: int, base: np.ndarray, analytic: np.ndarray) -> tuple:
-        """One-sided directional differences along probe ``k`` and the analytic value on each side.
-
-        Returns
-        -------
-        (right, left, analytic_right, analytic_left) : tuple of float
-        """
-        x = self.arrays[name]
-        original = x.copy()
-        d = self._directions[name][k]
-        try:
-            x[...] = original + self.h * d
-            up = x.astype(np.float64) - original.astype(np.float64)
-            plus = self._forward(f"probing d{name}").astype(np.float64)
-            x[...] = original - self.h * d
-            down = original.astype(np.float64) - x.astype(np.float64)
-            minus = self._forward(f"probing d{name}").astype(np.float64)
-        finally:
-            x[...] = original
-        g = analytic.ravel()
-        return (self._contract(plus, base) / self.h, self._contract(base, minus) / self.h,
-                float(g @ up.ravel()) / self.h, float(g @ down.ravel()) / self.h)
-
-    def _errors(self, a: np.ndarray, n: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        abs_err = np.abs(n - a)
-        floor = max(1e-8, self.floor_fraction * float(np.max(np.abs(n), initial=0.0)))
-        rel = abs_err / np.maximum(floor, np.abs(a) + np.abs(n))
-        return abs_err, rel
-
-    def _verdict(self, name: str, a: np.ndarray, n: np.ndarray, indices, shape, analytic: np.ndarray) -> dict:
-        """Status and figures from analytic ``a`` and numeric ``n`` (elements, or directions when
-        ``indices`` is None)."""
-        abs_err, rel = self._errors(a, n)
-        label = "d" + name
-        if rel.size == 0:
-            return {"status": Status.PASS, "rel_error": 0.0, "abs_error": 0.0, "compared": 0,
-                    "message": f"{name} has no elements", "location": self.location}
-        worst = int(np.argmax(rel))
-        outcome = {
-            "rel_error": float(rel[worst]), "abs_error": float(np.max(abs_err)),
-            "worst_index": None if indices is None else tuple(int(i) for i in np.unravel_index(indices[worst], shape)),
-            "analytic": float(a[worst]), "numeric": float(n[worst]), "compared": int(rel.size),
-            "location": self.location,
-        }
-        where = (f"at {label}{list(outcome['worst_index'])}" if indices is not None
-                 else f"along random direction {worst + 1} of {rel.size}")
-        if rel[worst] <= self.threshold:
-            outcome["status"] = Status.PASS
-            return outcome
-        failing = np.flatnonzero(rel > self.threshold)
-        failing = failing[np.argsort(-rel[failing])]
-        if self.spec.has_kinks:
-            tested = failing[:KINK_CHECK_LIMIT]
-            kinks, crossed = self._kinks(name, tested, a, indices, analytic)
-            if len(kinks) == len(failing):
-                outcome["status"] = Status.KINK
-                outcome["message"] = (f"{len(failing)} {'direction(s) cross' if indices is None else 'element(s) sit on'}"
-                                      f" a nondifferentiable point (one-sided "
-                                      f"differences disagree and the analytic value lies between them); worst "
-                                      f"{where}: analytic {a[worst]:.6g}, numeric {n[worst]:.6g}")
-                return outcome
-            real = [int(j) for j in tested if int(j) not in kinks]
-            if indices is None and all(j in crossed for j in real):
-                # Each failing direction crossed kinks, whose effects add up along a
-                # direction: only element-wise differences can tell them from a wrong gradient.
-                mode = "full" if self.arrays[name].size <= self.config.auto_limit else "sample"
-                outcome = self._elements(name, analytic, mode)
-                outcome["mode"] = mode
-                outcome["message"] = (f"random directions crossed nondifferentiable points, so the elements were "
-                                      f"compared one by one ({mode}); " + outcome.get("message", "")).rstrip("; ")
-                return outcome
-            if not real:
-                outcome["status"] = Status.FAIL
-                outcome["message"] = (f"{len(failing)} of {rel.size} elements disagree; the {len(tested)} worst "
-                                      f"sit on kinks, the other {len(failing) - len(tested)} were not tested")
-                return outcome
-            worst = real[0]
-            where = (f"at {label}{[int(i) for i in np.unravel_index(indices[worst], shape)]}"
-                     if indices is not None else f"along random direction {worst + 1} of {rel.size}")
-        unit = "directions" if indices is None else "elements"
-        outcome["status"] = Status.FAIL
-        outcome["message"] = (f"{len(failing)} of {rel.size} {unit} disagree; worst {where}: "
-                              f"analytic {a[worst]:.6g}, numeric {n[worst]:.6g} "
-                              f"(rel error {rel[worst]:.3g} > {self.threshold:g})")
-        return outcome
-
-    def _kinks(self, name: str, candidates: np.ndarray, a: np.ndarray, indices,
-               analytic: np.ndarray) -> tuple[set, set]:
-        """Positions among ``candidates`` whose failure sits on a kink, and those whose step crossed one.
-
-        A kink: the one-sided differences disagree beyond the threshold (the
-        step crossed a kink) and the analytic value lies between them (it is a
-        one-sided derivative there).
-        """
-        base = self._forward(f"probing d{name}").astype(np.float64)
-        flat = self.arrays[name].reshape(-1)
-        kinks, crossed = set(), set()
-        for j in candidates:
-            j = int(j)
-            if indices is not None:
-                right, left = self._one_sided_element(name, flat, int(indices[j]), base)
-                low = high = float(a[j])
-            else:
-                right, left, a_right, a_left = self._one_sided_direction(name, j, base, analytic)
-                low, high = min(a_right, a_left), max(a_right, a_left)
-            tol = self.threshold * (abs(right) + abs(left)) + 1e-12
-            if abs(right - left) > tol:
-                crossed.add(j)
-                if min(right, left) - tol <= low and high <= max(right, left) + tol:
-                    kinks.add(j)
-        return kinks, crossed
-
-
-# -- running many checks ------------------------------------------------------
-@dataclass(frozen=True)
-class CheckJob:
-    """One (layer, implementation) check described by names, picklable for a child process.
-
-    Attributes
-    ----------
-    layer, impl : str
-        Registry names.
-    modules : tuple of str
-        User modules to load (``--module``), in order.
-    overrides : dict
-        Layer parameters given on the command line (unresolved).
-    config : GradcheckConfig
-    entry_points : bool
-        Also load the ``cnncheck.implementations`` entry points.
-    """
-
-    layer: str
-    impl: str
-    modules: tuple = ()
-    overrides: dict = field(default_factory=dict)
-    config: GradcheckConfig = field(default_factory=GradcheckConfig)
-    entry_points: bool = True
-
-
-def run_check_job(job: CheckJob) -> list[GradcheckResult]:
-    """Build the registry a job names, resolve its layer and implementation, and check.
-
-    Meant for a fresh process: loading the job's modules runs their code.
-    """
-    from cnncheck.plugins import build_registry
-
-    registry = build_registry(tuple(job.modules), entry_points=job.entry_points)
-    spec = registry.layer(job.layer)
-    impl = registry.impl(job.layer, job.impl)
-    params = spec.resolve(job.overrides)
-    return check(spec, impl, params, job.config)
-
-
-def run_checks(items: Iterable, config: GradcheckConfig | None = None, *,
-               on_result: Callable[[GradcheckResult], None] | None = None) -> list[GradcheckResult]:
-    """Run checks one after another and collect their results.
-
-    Parameters
-    ----------
-    items : iterable
-        Each a :class:`CheckJob` (run with :func:`run_check_job`, its own
-        config) or a tuple ``(spec, impl, params)`` checked with ``config``.
-    config : GradcheckConfig, optional
-    on_result : callable(GradcheckResult), optional
-        Called with each result once its whole (layer, implementation)
-        check has finished, for progress and for keeping what finished when
-        the run is interrupted (``KeyboardInterrupt`` propagates).
-
-    Returns
-    -------
-    list of GradcheckResult
-    """
-    config = GradcheckConfig() if config is None else config
-    results: list[GradcheckResult] = []
-    for item in items:
-        if isinstance(item, CheckJob):
-            batch = run_check_job(item)
-        else:
-            spec, impl, params = item
-            batch = check(spec, impl, params, config)
-        results.extend(batch)
-        if on_result is not None:
-            for result in batch:
-                on_result(result)
-    return results
-
-
-# -- the Python API ----------------------------------------------------------------
-def _as_names(value) -> list[str]:
-    if value is None:
-        return []
-    if isinstance(value, str):
-        return [p.strip() for p in value.split(",") if p.strip()]
-    return [str(v) for v in value]
-
-
-def run_gradcheck(layer="all", impl=None, *, module=None, mode: str = "auto", dtype: str = "float64",
-                  seed: int = 0, eps: float | None = None, max_error: float | None = None,
-                  samples: int = DEFAULT_SAMPLES, probes: int = DEFAULT_PROBES, allow_missing: bool = False,
-                  entry_points: bool = True, **params) -> GradcheckReport:
-    """Gradient-check layers from Python; what ``cnncheck gradcheck`` runs.
-
-    Also callable as ``cnncheck.gradcheck(...)``.
-
-    Parameters
-    ----------
-    layer : str or sequence of str
-        ``"conv"``, ``["conv", "pool"]``, ``"conv,pool"`` or ``"all"``.
-    impl : str or sequence of str, optional
-        Implementation names; default: every implementation, or only the
-        user module's when ``module`` is given.  ``"all"`` selects every one.
-    module : str, path, module object, or a sequence of them, optional
-        User layer modules (see :mod:`cnncheck.plugins`).
-    mode, dtype, seed, eps, max_error, samples, probes
-        As in :class:`GradcheckConfig`.
-    allow_missing : bool
-        ``not-implemented`` results do not fail the report.
-    entry_points : bool
-        Load the ``cnncheck.implementations`` entry points.
-    **params
-        Layer parameters: ``shape``, ``filters``, ``kernel``, ``stride``,
-        ``pad``, ``pool_height``, ``pool_width``.
-
-    Returns
-    -------
-    GradcheckReport
-        Iterable over its :class:`GradcheckResult`; shows as a table in a
-        notebook or when printed with Rich; ``report.passed`` says whether it passed.
-
-    Raises
-    ------
-    CnnCheckError
-        Unknown layer, implementation or parameter, bad values, a module that
-        does not import.
-    """
-    from cnncheck import __version__
-    from cnncheck.plugins import build_registry
-    from cnncheck.specs import PARAMETERS
-
-    unknown = sorted(set(params) - set(PARAMETERS))
-    if unknown:
-        raise CnnCheckError(f"unknown parameter {unknown[0]!r}; known: {', '.join(PARAMETERS)}")
-    config = GradcheckConfig(mode=mode, samples=samples, probes=probes, eps=eps, max_error=max_error,
-                             dtype=dtype, seed=seed)
-    modules = [] if module is None else (list(module) if isinstance(module, (list, tuple)) else [module])
-    registry = build_registry(modules, entry_points=entry_points)
-    items = select_checks(registry, _as_names(layer) or ["all"], _as_names(impl), modules, params)
-    results = run_checks(items, config)
-    return GradcheckReport(results=tuple(results), config=config.to_dict(), allow_missing=allow_missing,
-                           version=__version__)
-
-
-def select_checks(registry, layers: list, impls: list, modules: list, overrides: Mapping) -> list[tuple]:
-    """(spec, impl, params) triples for layer and implementation names, parameters resolved.
-
-    With ``impls`` empty: the user modules' implementations when ``modules``
-    is given, every implementation otherwise; ``"all"`` among ``impls``
-    selects every implementation.
-
-    Raises
-    ------
-    CnnCheckError
-        Unknown names, a parameter no selected layer takes, invalid values.
-    """
-    from cnncheck.plugins import user_impls
-
-    specs = registry.expand_layers(layers)
-    given = {k: v for k, v in overrides.items() if v is not None}
-    for key in given:
-        if not any(key in spec.params for spec in specs):
-            takers = [s.name for s in registry.layers() if key in s.params]
-            raise CnnCheckError(f"--{key.replace('_', '-')} does not apply to {', '.join(s.name for s in specs)} "
-                                f"(it applies to {', '.join(takers) or 'no layer'})")
-    params = {spec.name: spec.resolve(given) for spec in specs}
-    if impls and "all" not in impls:
-        pairs = registry.select([s.name for s in specs], impls)
-    elif modules and not impls:
-        pairs = [(spec, impl) for spec in specs for impl in user_impls(registry, spec.name, modules)]
+            record.problem("call", "out", problem)
+        return
+    for warning in forward.warnings:
+        record.problem("call", "out", warning, whole=True)
+    out = forward.out.astype(np.float64)
+    precise32 = dtype == np.float64 and numeric.float32_only(out)
+    if precise32:
+        record.add("forward", "out", Status.FAIL,
+                   "the forward output has only float32 precision (every value is exactly a float32 number): the "
+                   "layer computes in float32, so a float64 check cannot judge it; compute in the input's dtype, "
+                   "or check it with --dtype float32", finding="float32-precision", whole=True)
+    if reference is not None:
+        _compare_reference(record, "out", out, reference["out"], config)
     else:
-        pairs = [(spec, impl) for spec in specs for impl in registry.impls(spec.name)]
-    return [(spec, impl, params[spec.name]) for spec, impl in pairs]
+        record.add("call", "out", Status.PASS, "forward returned an output of the right shape and dtype")
+    protocol = first and config.protocol
+    written_by_forward = _changed_args(caller, forward.handle, sample) if protocol else []
+    dout = _dout(spec, sample, dtype)
+    try:
+        backward = caller.backward(forward, dout, sample)
+    except Refused as refused:
+        for name in spec.grads:
+            record.problem("call", "d" + name, refused.problem)
+        return
+    written_by_backward = _changed_args(caller, forward.handle, sample) if protocol else []
+    analytic = {}
+    for name in spec.grads:
+        value = backward.grads[name]
+        if isinstance(value, Problem):
+            record.problem("call", "d" + name, value)
+            continue
+        grad, warnings = value
+        for warning in warnings:
+            record.problem("call", "d" + name, warning, whole=True)
+        analytic[name] = grad
+        if reference is not None:
+            _compare_reference(record, "d" + name, grad.astype(np.float64), reference["d" + name], config)
+        _gradient(caller, record, sample, params, name, grad, out, dout, config, geometry, precise32)
+    if protocol and analytic:
+        _protocol(caller, record, sample, params, forward, backward, analytic, config,
+                  (written_by_forward, written_by_backward), references)
+    caller.drop(forward.handle, backward.handle if backward.handle != forward.handle else None)
+    if config.protocol and spec.subgradient is not None and analytic:
+        _subgradient(caller, record, geometry, params, config, references)
 
 
-class _CallableModule(types.ModuleType):
-    """Lets ``cnncheck.gradcheck(...)`` call :func:`run_gradcheck` although it is this module."""
+def _compare_reference(record: _Recorder, subject: str, got: np.ndarray, want: np.ndarray,
+                       config: GradcheckConfig) -> None:
+    tolerance = REFERENCE_TOLERANCE[config.dtype]
+    relative, absolute, index = _difference(got, want)
+    fields = dict(rel_error=relative, abs_error=absolute, worst_index=index or None, threshold=tolerance,
+                  got=float(got[index]) if got.size else None, expected=float(want[index]) if want.size else None,
+                  compared=int(want.size))
+    if relative <= tolerance:
+        record.add("reference", subject, Status.PASS, **fields)
+        return
+    what = "forward output" if subject == "out" else subject
+    record.add("reference", subject, Status.DIFFERS,
+               f"{what} differs from the reference: max |diff| {absolute:.3g} at {subject}{list(index)} "
+               f"(got {got[index]:.6g}, expected {want[index]:.6g})", **fields)
 
-    def __call__(self, *args, **kwargs) -> GradcheckReport:
-        return run_gradcheck(*args, **kwargs)
+
+def _gradient(caller: Caller, record: _Recorder, sample: Sample, params, name: str, grad: np.ndarray,
+              out: np.ndarray, dout: np.ndarray, config: GradcheckConfig, geometry: Geometry,
+              precise32: bool) -> None:
+    spec = caller.spec
+    x = sample.values[name]
+    mode = config.resolve_mode(spec.n_grad_elements(params))
+    rng = _rng(config, spec, geometry.label, name)
+    common = dict(h=config.step, threshold=config.threshold, floor_fraction=numeric.RELATIVE_FLOOR[config.dtype],
+                  kinks=spec.has_kinks, label="d" + name)
+    comparisons = []
+    try:
+        if mode in ("full", "sample", "auto"):
+            count = x.size if mode == "full" else config.samples
+            index = np.arange(x.size) if mode == "full" else numeric.sample_indices(x.shape, count, rng)
+            plus, minus = caller.probe(sample, name, index=index, h=config.step, size=out.size)
+            comparisons.append(numeric.compare_elements(x, grad, index, plus, minus, out, dout, **common))
+        if mode in ("directional", "auto"):
+            directions = rng.choice(np.array([-1, 1], dtype=np.int8), size=(config.probes, *x.shape))
+            plus, minus = caller.probe(sample, name, directions=directions, h=config.step, size=out.size)
+            comparisons.append(numeric.compare_directions(x, grad, directions, plus, minus, out, dout, **common))
+    except Refused as refused:
+        record.problem("call", "d" + name, refused.problem)
+        return
+    worst = max(comparisons, key=lambda c: (c.status == Status.FAIL, c.rel_error))
+    fields = dict(mode=mode if mode != "auto" else "directional+sample", rel_error=worst.rel_error,
+                  abs_error=worst.abs_error, worst_index=worst.worst_index, got=worst.got, expected=worst.expected,
+                  compared=sum(c.compared for c in comparisons), threshold=config.threshold)
+    if all(c.unchanged for c in comparisons) and np.any(grad != 0):
+        record.add("forward", "d" + name, Status.FAIL,
+                   f"forward output did not change when {name} was perturbed by ±{config.step:g} "
+                   f"({fields['compared']} probes): the forward pass ignores {name}, or returns a result stored "
+                   "from an earlier call", finding="ignores-input", **fields)
+        return
+    message = worst.message
+    if worst.status == Status.FAIL and precise32:
+        message += "; the forward output has only float32 precision: check with --dtype float32"
+    record.add("gradient", "d" + name, worst.status, message, **fields)
 
 
-sys.modules[__name__].__class__ = _CallableModule
+# -- the call protocol ---------------------------------------------------------------------------------
+def _first_difference(a: np.ndarray, b: np.ndarray, tolerance: float):
+    """None when ``a`` and ``b`` agree within ``tolerance`` of their scale, else (max |diff|, index)."""
+    if a.shape != b.shape:
+        return float("inf"), ()
+    a64, b64 = a.astype(np.float64), b.astype(np.float64)
+    diff = np.abs(a64 - b64)
+    scale = max(float(np.max(np.abs(b64), initial=0.0)), 1.0)
+    if diff.size == 0 or float(diff.max()) <= tolerance * scale:
+        return None
+    index = tuple(int(i) for i in np.unravel_index(int(np.argmax(diff)), diff.shape))
+    return float(diff[index]), index
+
+
+def _grads_differ(grads: dict, analytic: dict, tolerance: float):
+    """The first gradient of ``grads`` that differs from ``analytic``: (name, diff, index) or None."""
+    for name, value in grads.items():
+        if name not in analytic:
+            continue
+        if isinstance(value, Problem):
+            return name, value.message, ()
+        found = _first_difference(value[0], analytic[name], tolerance)
+        if found is not None:
+            return name, found[0], found[1]
+    return None
+
+
+def _describe_diff(name: str, diff, index) -> str:
+    if isinstance(diff, str):
+        return f"d{name}: {diff}"
+    return f"d{name} differs by {diff:.3g} at d{name}{list(index)}"
+
+
+def _protocol(caller: Caller, record: _Recorder, sample: Sample, params, forward, backward, analytic: dict,
+              config: GradcheckConfig, written: tuple, references: References | None) -> None:
+    spec = caller.spec
+    tolerance = REPEAT_TOLERANCE[config.dtype]
+    dout = _dout(spec, sample, config.dtype)
+    layer = spec.protocol == "layer"
+
+    def finding(subject, finding_name, message, status=Status.FAIL):
+        record.add("protocol", subject, status, message, finding=finding_name)
+
+    def ok(subject, finding_name, message):
+        record.add("protocol", subject, Status.PASS, message, finding=finding_name)
+
+    def attempt(what, call):
+        try:
+            return call()
+        except Refused as refused:
+            p = refused.problem
+            record.add("protocol", "out", p.status, f"{p.message} ({what})", finding=what.split()[0],
+                       location=p.location, traceback=p.traceback)
+            return None
+
+    # Writes into the arguments: inputs by forward, dout and cached inputs by backward.
+    positions = _array_positions(spec, sample)
+    if layer:
+        dout_now = caller.fetch([backward.handle, "args", 0])
+        changed_dout = dout_now is not None and not _same_array(dout_now.get("array"), dout)
+        if changed_dout:
+            finding("out", "mutates-dout", "backward writes into dout: in a network with two branches the other "
+                    "branch receives the changed dout (the gradients returned are still checked)", Status.WARNING)
+    first_written = _written_names(spec, positions, written[0])
+    if first_written:
+        finding("out", "mutates-input", f"forward writes into its input {', '.join(first_written)}: the caller's "
+                "array (often the previous layer's cached output) changes", Status.WARNING)
+    later = [n for n in _written_names(spec, positions, written[1]) if n not in first_written]
+    if later:
+        finding("out", "mutates-cache", f"backward writes into the cached input {', '.join(later)}: a second "
+                "backward on the same cache, or the layer before it, sees changed values", Status.WARNING)
+    config_index = [i for i, inp in enumerate(spec.inputs) if inp.role == "config"]
+    for i in config_index:
+        name = spec.inputs[i].name
+        after = caller.fetch([forward.handle, "args", i], "dict")
+        change = _dict_change(sample.values[name], after, spec.state)
+        if change:
+            finding("out", "modifies-param", f"forward changed the caller's {name} ({change}): every layer of a "
+                    "network may share that dict")
+        else:
+            ok("out", "modifies-param", f"forward leaves {name} alone")
+
+    if not layer:
+        return
+    # Backward twice on the same cache.
+    again = attempt("repeat-backward", lambda: caller.backward(forward, dout, sample))
+    if again is not None:
+        differ = _grads_differ(again.grads, analytic, tolerance)
+        if differ:
+            finding(f"d{differ[0]}", "repeat-backward",
+                    "a second backward on the same cache gives other gradients (" + _describe_diff(*differ) +
+                    "): backward keeps state between calls, such as an accumulator that is never reset")
+        else:
+            ok("out", "repeat-backward", "backward twice on one cache gives the same gradients")
+        caller.drop(again.handle)
+    # Forward twice on the same input.
+    second = attempt("repeat-forward", lambda: caller.forward(sample, params, what="forward (called again)"))
+    if second is not None:
+        found = _first_difference(second.out, forward.out, tolerance)
+        if found is not None:
+            finding("out", "nondeterministic-forward",
+                    f"forward twice on the same input gives different outputs (max |diff| {found[0]:.3g} at "
+                    f"out{list(found[1])}): forward keeps state between calls, or its output depends on random numbers")
+        else:
+            ok("out", "nondeterministic-forward", "forward twice on one input gives the same output")
+        caller.drop(second.handle)
+    # Two forwards on different inputs, then the first one's backward, then the second one's.
+    other = spec.make_sample(record.params, _rng(config, spec, record.geometry.label, "second"), config.dtype,
+                             config.margin)
+    first = attempt("shared-cache", lambda: caller.forward(sample, params))
+    later_call = attempt("shared-cache", lambda: caller.forward(other, params)) if first is not None else None
+    if first is not None and later_call is not None:
+        back = attempt("shared-cache", lambda: caller.backward(first, dout, sample))
+        if back is not None:
+            differ = _grads_differ(back.grads, analytic, tolerance)
+            if differ:
+                finding(f"d{differ[0]}", "shared-cache",
+                        "after a second forward on other inputs, the first call's backward gives other gradients ("
+                        + _describe_diff(*differ) + "): the cache is shared between calls (a module-level buffer "
+                        "or a global instead of the cache)")
+            else:
+                ok("out", "shared-cache", "the caches of two forward calls are independent")
+        reference = None
+        if references is not None and config.reference and caller.impl.name != spec.reference:
+            key = (spec.name, record.geometry.label, repr(sorted(params.items())), config.seed, config.dtype, "second")
+            reference = references.get(spec, key, other, params, config.dtype)
+        back_other = attempt("stale-state", lambda: caller.backward(later_call, _dout(spec, other, config.dtype),
+                                                                       other))
+        if reference is not None and back_other is not None:
+            want = {name[1:]: value for name, value in reference.items() if name != "out"}
+            differ = _grads_differ(back_other.grads, want, REFERENCE_TOLERANCE[config.dtype])
+            found = _first_difference(later_call.out, reference["out"], REFERENCE_TOLERANCE[config.dtype])
+            if found is not None:
+                finding("out", "stale-state", f"on a second input, forward's output differs from the reference "
+                        f"(max |diff| {found[0]:.3g} at out{list(found[1])}) although the first input's matched: "
+                        "forward keeps something from an earlier call")
+            elif differ:
+                finding(f"d{differ[0]}", "stale-state",
+                        "on a second input, backward's gradients differ from the reference (" + _describe_diff(*differ)
+                        + ") although the first input's matched: backward keeps something from an earlier call "
+                        "(a value computed once and kept in a global)")
+            else:
+                ok("out", "stale-state", "a second input gives the reference's results too")
+        # The gradients returned earlier must not have changed meanwhile.
+        reused = []
+        for handle in (backward.handle, back.handle if back is not None else None):
+            if handle is None:
+                continue
+            for position, name in enumerate(spec.grads):
+                if name not in analytic or name in reused:
+                    continue
+                facts = caller.fetch([handle, "result"] + ([position] if len(spec.grads) > 1 else []))
+                data = facts.get("array") if isinstance(facts, dict) else None
+                if isinstance(data, np.ndarray) and _first_difference(data, analytic[name], tolerance) is not None:
+                    reused.append(name)
+        if reused:
+            finding(f"d{reused[0]}", "reused-output",
+                    f"the d{reused[0]} an earlier backward returned changed when backward was called again: backward "
+                    "returns the same buffer every call, so a network's earlier gradients are overwritten")
+        else:
+            ok("out", "reused-output", "earlier gradients stay as they were returned")
+        caller.drop(first.handle, later_call.handle, back.handle if back is not None else None,
+                    back_other.handle if back_other is not None else None)
+    # Other memory layouts.
+    for layout, words in LAYOUTS.items():
+        laid = attempt("layout", lambda: caller.forward(sample, params, layout=layout,
+                                                          what=f"forward ({words} inputs)"))
+        if laid is None:
+            continue
+        found = _first_difference(laid.out, forward.out, tolerance)
+        if found is not None:
+            finding("out", "layout", f"with {words} inputs forward gives another output (max |diff| {found[0]:.3g} "
+                    f"at out{list(found[1])}): the code assumes C-contiguous arrays (strides computed from the "
+                    "shape, or a reshape of a view)")
+            caller.drop(laid.handle)
+            break
+        back = attempt("layout", lambda: caller.backward(laid, dout, sample, layout=layout))
+        if back is not None:
+            differ = _grads_differ(back.grads, analytic, tolerance)
+            caller.drop(back.handle)
+            if differ:
+                finding(f"d{differ[0]}", "layout", f"with {words} inputs and dout, backward gives other gradients ("
+                        + _describe_diff(*differ) + "): the code assumes C-contiguous arrays")
+                caller.drop(laid.handle)
+                break
+        caller.drop(laid.handle)
+    else:
+        ok("out", "layout", "Fortran-ordered, transposed and strided inputs give the same results")
+
+
+def _array_positions(spec: LayerSpec, sample: Sample) -> list:
+    return [i for i, inp in enumerate(spec.inputs) if isinstance(sample.values[inp.name], np.ndarray)]
+
+
+def _changed_args(caller: Caller, handle: int, sample: Sample) -> list:
+    """Positions of a forward call's array arguments whose values are no longer the sample's."""
+    changed = []
+    for i in _array_positions(caller.spec, sample):
+        facts = caller.fetch([handle, "args", i])
+        data = facts.get("array") if isinstance(facts, dict) else None
+        if not _same_array(data, sample.values[caller.spec.inputs[i].name]):
+            changed.append(i)
+    return changed
+
+
+def _written_names(spec: LayerSpec, positions: list, changed: list) -> list:
+    return [spec.inputs[i].name for i in positions if i in changed]
+
+
+def _same_array(data, want: np.ndarray) -> bool:
+    return isinstance(data, np.ndarray) and data.shape == want.shape and np.array_equal(data, want, equal_nan=True)
+
+
+def _dict_change(before: Mapping, after, state: Sequence[str]) -> str:
+    """How a parameter dict changed, in words ("" when it did not); keys in ``state`` may change."""
+    if after is None:
+        return "it is no longer a dict"
+    added = [k for k in after if k not in before and k not in state]
+    removed = [k for k in before if k not in after]
+    changed = []
+    for key, value in before.items():
+        if key in after and key not in state:
+            new = after[key]
+            if isinstance(value, np.ndarray) or isinstance(new, np.ndarray):
+                if not (isinstance(value, np.ndarray) and isinstance(new, np.ndarray) and _same_array(new, value)):
+                    changed.append(key)
+            elif new != value:
+                changed.append(f"{key} from {value!r} to {new!r}")
+    parts = []
+    if added:
+        parts.append("added " + ", ".join(repr(k) for k in added))
+    if removed:
+        parts.append("removed " + ", ".join(repr(k) for k in removed))
+    if changed:
+        parts.append("changed " + ", ".join(changed))
+    return "; ".join(parts)
+
+
+# -- kinks -------------------------------------------------------------------------------------------
+def _subgradient(caller: Caller, record: _Recorder, geometry: Geometry, params, config: GradcheckConfig,
+                 references: References | None) -> None:
+    spec, impl = caller.spec, caller.impl
+    dtype = np.dtype(config.dtype)
+    sample = spec.make_sample(params, _rng(config, spec, geometry.label, "kinks"), dtype, 0.0, kinks=True)
+    try:
+        forward = caller.forward(sample, params, what="forward (inputs on kinks)")
+    except Refused as refused:
+        record.problem("subgradient", "out", refused.problem)
+        return
+    if references is not None and config.reference and impl.name != spec.reference:
+        key = (spec.name, geometry.label, repr(sorted(params.items())), config.seed, config.dtype, "kinks")
+        reference = references.get(spec, key, sample, params, dtype)
+        if reference is not None:
+            relative, absolute, index = _difference(forward.out, reference["out"])
+            if relative > REFERENCE_TOLERANCE[config.dtype]:
+                record.add("subgradient", "out", Status.DIFFERS,
+                           f"with tied inputs the forward output differs from the reference: max |diff| "
+                           f"{absolute:.3g} at out{list(index)}", rel_error=relative, abs_error=absolute)
+    try:
+        backward = caller.backward(forward, _dout(spec, sample, dtype), sample)
+    except Refused as refused:
+        record.problem("subgradient", "d" + spec.grads[0], refused.problem)
+        return
+    grads = [backward.grads[g] for g in spec.grads]
+    if any(isinstance(g, Problem) for g in grads):
+        problem = next(g for g in grads if isinstance(g, Problem))
+        record.problem("subgradient", "d" + spec.grads[0], problem)
+        return
+    verdict = spec.subgradient(sample, params, [g[0] for g in grads])
+    caller.drop(forward.handle, backward.handle)
+    subject = "d" + spec.grads[0]
+    if verdict is None:
+        record.add("subgradient", subject, Status.PASS, "a valid subgradient at exact ties and zeros",
+                   finding="ties")
+    else:
+        record.add("subgradient", subject, Status.FAIL, verdict, finding="ties")
+
+
+# -- running many checks ---------------------------------------------------------------------------------
+def run_checks(loaded, pairs: Sequence, *, overrides: Mapping | None = None, config: GradcheckConfig | None = None,
+               on_result: Callable | None = None, quick: bool = False,
+               references: References | None = None, limit_threads: bool = True) -> list:
+    """Check (spec, impl) pairs one after another, each in its session.
+
+    ``overrides`` (layer parameters given) make the battery that one
+    geometry; ``quick`` keeps only the first geometry.  ``on_result`` is
+    called with each implementation's results once they are complete (for
+    progress, and so an interrupted run keeps them).  ``references`` may be
+    shared between runs on the same inputs (a class of submissions).  The
+    run holds this process's thread pools at one thread unless
+    ``limit_threads`` is False (a caller that already does, from several threads).
+    """
+    config = config or GradcheckConfig()
+    references = references or References(loaded.registry, loaded.local)
+    results: list = []
+    if any(impl.builtin and impl.backend == "torch" for _, impl in pairs):
+        import torch  # noqa: F401  (imported now so that its thread pool is limited too)
+    with single_threaded() if limit_threads else contextlib.nullcontext():
+        for spec, impl in pairs:
+            battery = spec.battery(overrides)[:1] if quick else spec.battery(overrides)
+            batch = check(spec, impl, loaded.session(impl), battery=battery, config=config, references=references,
+                          problems=loaded.problems.get(impl.source, ()))
+            results.extend(batch)
+            if on_result is not None:
+                on_result(batch)
+    return results
+
+
+@contextlib.contextmanager
+def single_threaded():
+    """BLAS, OpenMP and PyTorch on one thread in this process inside the block.
+
+    The battery's arrays are tiny: threads only add their start-up and, on
+    a busy machine, their waiting (PyTorch's pool made a 4 x 32 affine call
+    200 times slower under load).  Child sessions get one-thread pools
+    through their environment.
+    """
+    from cnncheck.machine import limit_threads
+
+    torch = sys.modules.get("torch")
+    before = torch.get_num_threads() if torch is not None else None
+    if torch is not None:
+        torch.set_num_threads(1)
+    try:
+        with limit_threads(1):
+            yield
+    finally:
+        if torch is not None:
+            torch.set_num_threads(before)

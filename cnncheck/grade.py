@@ -1,17 +1,22 @@
-"""Batch grading: check every submission in a folder, each in child processes of its own.
+"""Grading a class: every submission in a folder, each in a sandboxed child process.
 
 A *submission* is a ``*.py`` file directly in the folder, or a subfolder
 holding a ``layers.py`` (directly, or a single one deeper down, as in the
-course's ``cnn/layers.py``).  Each is imported and checked with
-:func:`cnncheck.isolate.check_module_isolated`, so a submission that hangs,
-exhausts memory, exits or crashes costs only its own checks.  Submissions run
-one after another, or ``jobs`` at a time on worker threads that each drive
-their own child processes.
+course's ``cnn/layers.py``).  Each one is graded by the same battery as
+``cnncheck gradcheck``, through the same boundary, in a child process that:
 
-Per submission and layer the verdict is the worst of its results:
-``error`` (raised, timed out, crashed), then ``failed`` (wrong gradient,
-changed its input), then ``missing`` (not implemented), else ``passed``.
-A submission that does not import gets ``error`` for every layer.
+* works in a temporary copy of its submission (its folder, or its file);
+  when cnncheck runs as root the copy belongs to an unprivileged user of
+  its own, which the child becomes before loading anything;
+* can import neither cnncheck (whose layers are the reference solution) nor
+  the modules the instructor forbids, and can read neither cnncheck's
+  files, nor the class folder, nor the grades file, nor start processes;
+* only runs forward and backward passes at inputs the grading process
+  chooses, from a seed drawn afresh for every run unless one is given;
+  every verdict is computed in the grading process from the raw arrays.
+
+Submissions run ``jobs`` at a time on worker threads, each driving its own
+child; the reference results are computed once for the class.
 """
 
 from __future__ import annotations
@@ -20,25 +25,27 @@ import csv
 import io
 import json
 import os
+import shutil
+import sys
+import tempfile
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
-from cnncheck import isolate
 from cnncheck.errors import CnnCheckError
-from cnncheck.results import Status
+from cnncheck.gradcheck import GradcheckConfig, References, run_checks, single_threaded
+from cnncheck.results import CheckResult
+from cnncheck.session import CapturedOutput, Cancelled, Sandbox
+from cnncheck.status import RUN_FAILURES, Status, severity
 
 #: Verdicts of a layer, best first.
 VERDICTS = ("passed", "failed", "error", "missing")
 
-#: Columns of the CSV file, one row per result (or per submission that did not import).
-CSV_COLUMNS = ("submission", "path", "layer", "impl", "gradient", "status", "rel_error", "abs_error",
-               "threshold", "message")
-
-_ERRORS = (Status.ERROR, Status.TIMEOUT, Status.CRASHED)
-_FAILURES = (Status.FAIL, Status.MUTATED)
+#: First uid/gid given to a child when cnncheck runs as root (one per worker).
+SANDBOX_UID = 61000
 
 
 @dataclass(frozen=True)
@@ -48,25 +55,23 @@ class Submission:
     Attributes
     ----------
     name : str
-        What the table calls it: the file's stem or the folder's name.
+        The file's stem or the folder's name.
     path : str
-        The module file to import (``""`` when the folder has none).
+        The module file to import ("" when the folder has none).
+    root : str
+        What is copied for the child: the submission's folder, or its file.
     problem : str
-        Why it cannot be checked (no ``layers.py``, several of them), else "".
+        Why it cannot be graded (no ``layers.py``, several), else "".
     """
 
     name: str
     path: str
+    root: str = ""
     problem: str = ""
 
 
-def discover_submissions(directory) -> list[Submission]:
+def discover_submissions(directory) -> list:
     """Every submission in ``directory``, sorted by name.
-
-    ``*.py`` files directly inside count (``__init__.py``, ``conftest.py``,
-    ``setup.py`` and hidden files do not); each subfolder counts with its
-    ``layers.py``, or the one ``layers.py`` somewhere below it.  Hidden
-    folders, ``__pycache__`` and folders without any ``.py`` file are skipped.
 
     Raises
     ------
@@ -76,12 +81,12 @@ def discover_submissions(directory) -> list[Submission]:
     root = Path(directory)
     if not root.is_dir():
         raise CnnCheckError(f"{directory} is not a folder")
-    found: list[Submission] = []
+    found: list = []
     for entry in sorted(root.iterdir(), key=lambda p: p.name):
         if entry.name.startswith((".", "_")):
             continue
         if entry.is_file() and entry.suffix == ".py" and entry.name not in ("conftest.py", "setup.py"):
-            found.append(Submission(entry.stem, str(entry)))
+            found.append(Submission(entry.stem, str(entry), str(entry)))
         elif entry.is_dir():
             submission = _folder_submission(entry)
             if submission is not None:
@@ -91,24 +96,23 @@ def discover_submissions(directory) -> list[Submission]:
     return _unique_names(found, root)
 
 
-def _folder_submission(folder: Path) -> Submission | None:
+def _folder_submission(folder: Path):
     direct = folder / "layers.py"
     if direct.is_file():
-        return Submission(folder.name, str(direct))
+        return Submission(folder.name, str(direct), str(folder))
     deeper = sorted(p for p in folder.rglob("layers.py")
                     if not any(part.startswith((".", "__pycache__")) for part in p.relative_to(folder).parts))
     if len(deeper) == 1:
-        return Submission(folder.name, str(deeper[0]))
+        return Submission(folder.name, str(deeper[0]), str(folder))
     if len(deeper) > 1:
         names = ", ".join(str(p.relative_to(folder)) for p in deeper)
-        return Submission(folder.name, "", f"several layers.py files ({names}); keep one")
+        return Submission(folder.name, "", str(folder), f"several layers.py files ({names}); keep one")
     if any(folder.rglob("*.py")):
-        return Submission(folder.name, "", "no layers.py in this folder")
+        return Submission(folder.name, "", str(folder), "no layers.py in this folder")
     return None
 
 
 def _unique_names(found: list, root: Path) -> list:
-    """Name clashes (``alice.py`` and ``alice/``) fall back to paths relative to the folder."""
     counts: dict = {}
     for sub in found:
         counts[sub.name] = counts.get(sub.name, 0) + 1
@@ -116,9 +120,24 @@ def _unique_names(found: list, root: Path) -> list:
     for sub in found:
         if counts[sub.name] > 1:
             where = Path(sub.path).relative_to(root) if sub.path else Path(sub.name)
-            sub = Submission(str(where), sub.path, sub.problem)
+            sub = replace(sub, name=str(where))
         out.append(sub)
     return sorted(out, key=lambda s: s.name)
+
+
+def layer_verdict(results: Sequence) -> str:
+    """``passed``, ``failed``, ``error`` or ``missing`` for one layer's results (worst wins)."""
+    failing = [r for r in results if r.fails()]
+    if not results:
+        return "missing"
+    if not failing:
+        return "passed"
+    worst = max(failing, key=lambda r: severity(r.status))
+    if worst.status in RUN_FAILURES:
+        return "error"
+    if worst.status == Status.NOT_IMPLEMENTED:
+        return "missing"
+    return "failed"
 
 
 @dataclass(frozen=True)
@@ -129,15 +148,17 @@ class SubmissionResult:
     ----------
     name, path : str
     status : str
-        ``"ok"`` when it imported; ``error``, ``timeout`` or ``crashed`` when it did not.
+        ``ok`` when it loaded, else the status of its failure to (``error``,
+        ``timeout``, ``crashed``, ``uses-reference``...).
     message : str
-        Why it did not import, else "".
+        Why it did not load, else "".
     layers : dict of str to str
-        Verdict per layer (see :data:`VERDICTS`).
-    results : tuple of GradcheckResult
-        Every result of every check.
+        Verdict per layer (:data:`VERDICTS`).
+    statuses : dict of str to str
+        The worst status per layer (``uses-reference`` where the verdict says ``failed``).
+    results : tuple of CheckResult
     output : CapturedOutput
-        What its code wrote to stdout and stderr, cut to a bounded size.
+        What its code wrote, cut to a bounded size.
     seconds : float
         Wall time of the whole submission.
     """
@@ -147,41 +168,51 @@ class SubmissionResult:
     status: str
     message: str = ""
     layers: dict = field(default_factory=dict)
+    statuses: dict = field(default_factory=dict)
     results: tuple = ()
-    output: isolate.CapturedOutput = isolate.CapturedOutput()
+    output: CapturedOutput = CapturedOutput()
     seconds: float = 0.0
 
     def count(self, verdict: str) -> int:
-        """How many layers got ``verdict``."""
         return sum(1 for v in self.layers.values() if v == verdict)
 
     @property
     def passed(self) -> bool:
-        """True when every layer passed."""
         return bool(self.layers) and all(v == "passed" for v in self.layers.values())
 
-    def problems(self, width: int = 90) -> list[str]:
-        """One short line per layer that did not pass: ``conv: timeout (no result after 2 s)``."""
+    def first_failures(self) -> dict:
+        """``{layer: CheckResult}``: the first failing result of each layer that did not pass."""
+        found: dict = {}
+        for result in self.results:
+            if result.fails() and result.layer not in found:
+                found[result.layer] = result
+        return found
+
+    def worst_failures(self) -> dict:
+        """``{layer: CheckResult}``: the worst failing result of each layer (the first among equals)."""
+        found: dict = {}
+        for result in self.results:
+            if result.fails() and (result.layer not in found
+                                   or severity(result.status) > severity(found[result.layer].status)):
+                found[result.layer] = result
+        return found
+
+    def problems(self, width: int = 90) -> list:
+        """One short line per layer that did not pass: ``conv: dw fail (gradient at pad0)``."""
         if self.status != "ok":
-            return [_clip(f"import: {self.status} ({self.message})", width)]
+            return [_clip(f"load: {self.status} ({self.message})", width)]
         lines = []
-        for layer, verdict in self.layers.items():
-            if verdict == "passed":
-                continue
-            worst = _worst(r for r in self.results if r.layer == layer)
-            detail = f"{worst.gradient} {worst.status}" + (f" ({worst.message})" if worst.message else "")
-            if verdict == "missing":
-                detail = "not implemented"
-            lines.append(_clip(f"{layer}: {detail}", width))
+        for layer, result in self.worst_failures().items():
+            name = result.finding or result.kind
+            at = f" at {result.geometry}" if result.geometry else ""
+            lines.append(_clip(f"{layer}: {result.subject} {result.status} ({name}{at}: {result.message})", width))
         return lines
 
     def to_dict(self, *, with_output: bool = False) -> dict:
-        """JSON-ready dict; the captured text is included with ``with_output``."""
         data = {
             "name": self.name, "path": self.path, "status": self.status, "message": self.message,
-            "passed": self.passed, "layers": dict(self.layers),
-            "counts": {"passed": self.count("passed"), "failed": self.count("failed"),
-                       "errors": self.count("error"), "missing": self.count("missing")},
+            "passed": self.passed, "layers": dict(self.layers), "statuses": dict(self.statuses),
+            "counts": {v: self.count(v) for v in VERDICTS},
             "seconds": self.seconds,
             "output": {"stdout_bytes": self.output.stdout_bytes, "stderr_bytes": self.output.stderr_bytes},
             "results": [r.to_dict() for r in self.results],
@@ -196,92 +227,176 @@ def _clip(text: str, width: int) -> str:
     return text if len(text) <= width else text[:width - 3] + "..."
 
 
-def _rank(result) -> int:
-    if result.status in _ERRORS:
-        return 3
-    if result.status in _FAILURES:
-        return 2
-    if result.status == Status.NOT_IMPLEMENTED:
-        return 1
-    return 0
+@dataclass(frozen=True)
+class GradeSettings:
+    """How a class is graded.
 
-
-def _worst(results):
-    return max(results, key=_rank)
-
-
-def layer_verdict(results: Sequence) -> str:
-    """``passed``, ``failed``, ``error`` or ``missing`` for one layer's results (worst wins)."""
-    if not results:
-        return "missing"
-    if any(r.status in _ERRORS for r in results):
-        return "error"
-    if any(r.status in _FAILURES for r in results):
-        return "failed"
-    if any(r.status == Status.NOT_IMPLEMENTED for r in results):
-        return "missing"
-    return "passed"
-
-
-def grade_submission(submission: Submission, config, *, layers: Sequence[str], overrides: dict | None = None,
-                     timeout: float | None = None, memory_limit: int | None = None,
-                     capture_limit: int = isolate.DEFAULT_CAPTURE_LIMIT,
-                     cancel: threading.Event | None = None) -> SubmissionResult:
-    """Check one submission in child processes and sum it up per layer.
-
-    Parameters
+    Attributes
     ----------
-    submission : Submission
     config : GradcheckConfig
-    layers : sequence of str
-        Layer names every submission is graded on (resolved, no ``all``).
-    overrides : dict, optional
-        Layer parameters.
-    timeout, memory_limit, capture_limit, cancel
-        As for :func:`cnncheck.isolate.check_module_isolated`.
-
-    Returns
-    -------
-    SubmissionResult
+        Its seed is the run's (drawn afresh unless given).
+    layers : tuple of str
+        Layer names (no ``all``).
+    overrides : dict
+        Layer parameters (one geometry instead of the battery).
+    quick : bool
+    timeout, memory_limit : float or None, int or None
+    forbid : tuple of str
+        Modules submissions may not import.
+    protect : tuple of str
+        Paths submissions may not read (the class folder, the output files).
+    drop_privileges : bool
+        When root, run each child as an unprivileged user of its own.
+    env : dict
+        Environment for the children (thread pools sized for ``jobs``).
+    capture_limit : int
     """
+
+    config: GradcheckConfig
+    layers: tuple
+    overrides: dict = field(default_factory=dict)
+    quick: bool = False
+    timeout: float | None = 30.0
+    memory_limit: int | None = 2 << 30
+    forbid: tuple = ()
+    protect: tuple = ()
+    drop_privileges: bool = True
+    env: dict = field(default_factory=dict)
+    capture_limit: int = 64 * 1024
+
+
+def _copy(submission: Submission, into: str) -> str:
+    """Copy the submission into ``into``; return the module path inside the copy."""
+    root = Path(submission.root or submission.path)
+    if root.is_file():
+        target = Path(into) / root.name
+        shutil.copy2(root, target)
+        return str(target)
+    target = Path(into) / root.name
+    shutil.copytree(root, target, ignore=shutil.ignore_patterns("__pycache__", ".git", "*.pyc"), symlinks=True)
+    return str(target / Path(submission.path).relative_to(root))
+
+
+def _hand_over(folder: str, uid: int) -> None:
+    """Give a folder (recursively) to ``uid``; only its owner may enter it."""
+    os.chown(folder, uid, uid)
+    os.chmod(folder, 0o700)
+    for base, dirs, files in os.walk(folder):
+        for name in dirs + files:
+            try:
+                os.chown(os.path.join(base, name), uid, uid, follow_symlinks=False)
+            except OSError:
+                pass
+
+
+def can_drop_privileges() -> tuple:
+    """``(True, "")`` when children can run as an unprivileged user, else ``(False, why)``.
+
+    That needs root, and a Python, numpy and cnncheck that other users may
+    read: every folder above them searchable by all, as under ``/usr`` or
+    ``/opt`` (not under a home folder only its owner can enter).
+    """
+    if not hasattr(os, "getuid") or os.getuid() != 0:
+        return False, "cnncheck is not running as root"
+    import sysconfig
+
+    import numpy
+
+    from cnncheck import runner
+
+    needed = [os.path.realpath(sys.executable), sysconfig.get_paths()["stdlib"],
+              os.path.dirname(os.path.realpath(numpy.__file__)), os.path.realpath(runner.__file__)]
+    for path in needed:
+        current = path
+        while True:
+            try:
+                mode = os.stat(current).st_mode
+            except OSError:
+                return False, f"cannot inspect {current}"
+            if os.path.isdir(current) and not mode & 0o001:
+                return False, f"other users cannot enter {current}, where Python or cnncheck is installed"
+            if os.path.isfile(current) and not mode & 0o004:
+                return False, f"other users cannot read {current}"
+            parent = os.path.dirname(current)
+            if parent == current:
+                break
+            current = parent
+    return True, ""
+
+
+def grade_submission(submission: Submission, settings: GradeSettings, references: References | None = None, *,
+                     slot: int = 0, cancel: threading.Event | None = None) -> SubmissionResult:
+    """Grade one submission in a sandboxed child; see the module docstring.
+
+    ``slot`` (the worker's number) picks the unprivileged user when root.
+    """
+    from cnncheck import loading
+
+    start = time.perf_counter()
+    layers = list(settings.layers)
     if submission.problem:
-        return SubmissionResult(submission.name, submission.path, Status.ERROR, submission.problem,
-                                dict.fromkeys(layers, "error"))
-    outcome = isolate.check_module_isolated(submission.path, config, overrides=overrides, layers=layers,
-                                            timeout=timeout, memory_limit=memory_limit,
-                                            capture_limit=capture_limit, cancel=cancel)
-    if outcome.load_status != "ok":
-        message = outcome.load_message
-        prefix = f"cannot import --module {submission.path}: "
-        if message.startswith(prefix):
-            message = message[len(prefix):]
-        return SubmissionResult(submission.name, submission.path, outcome.load_status, message,
-                                dict.fromkeys(layers, "error"), (), outcome.output, outcome.seconds)
-    results = tuple(outcome.results)
-    verdicts = {layer: layer_verdict([r for r in results if r.layer == layer]) for layer in layers}
-    return SubmissionResult(submission.name, submission.path, "ok", "", verdicts, results, outcome.output,
-                            outcome.seconds)
+        return SubmissionResult(submission.name, submission.path, str(Status.ERROR), submission.problem,
+                                dict.fromkeys(layers, "error"), dict.fromkeys(layers, str(Status.ERROR)))
+    workdir = tempfile.mkdtemp(prefix="cnncheck-grade-")
+    loaded = None
+    try:
+        module = _copy(submission, workdir)
+        uid = None
+        if settings.drop_privileges and can_drop_privileges()[0]:
+            uid = SANDBOX_UID + slot
+            _hand_over(workdir, uid)
+        protect = tuple(settings.protect)
+        sandbox = Sandbox(timeout=settings.timeout, memory_limit=settings.memory_limit, forbid_modules=settings.forbid,
+                          forbid_paths=protect, cwd=os.path.dirname(module), uid=uid, gid=uid, env=settings.env,
+                          capture_limit=settings.capture_limit, cancel=cancel)
+        loaded = loading.load([module], entry_points=False, isolate=True, sandbox=sandbox)
+        if references is None:
+            references = References(loaded.registry, loaded.local)
+        output = lambda: loaded.sessions[module].output  # noqa: E731
+        if loaded.failures:
+            failure = loaded.failures[0]
+            message = failure.message.replace(f"--module {module}", submission.name).replace(module, submission.path)
+            results = tuple(CheckResult(layer, submission.name, "integrity", "out", failure.status, message=message,
+                                        source=submission.path) for layer in layers)
+            return SubmissionResult(submission.name, submission.path, str(failure.status), message,
+                                    dict.fromkeys(layers, layer_verdict(results[:1])),
+                                    dict.fromkeys(layers, str(failure.status)), results, output(),
+                                    time.perf_counter() - start)
+        pairs = loaded.registry.select(layers, [], sources=[module])
+        results = run_checks(loaded, pairs, overrides=settings.overrides or None, config=settings.config,
+                             quick=settings.quick, references=references, limit_threads=False)
+        results = tuple(replace(r, source=submission.path, location=_original(r.location, module, submission),
+                                message=r.message.replace(workdir, "")) for r in results)
+        verdicts, statuses = {}, {}
+        for layer in layers:
+            mine = [r for r in results if r.layer == layer]
+            verdicts[layer] = layer_verdict(mine)
+            failing = [r for r in mine if r.fails()]
+            statuses[layer] = str(max(failing, key=lambda r: severity(r.status)).status) if failing \
+                else str(Status.PASS)
+        return SubmissionResult(submission.name, submission.path, "ok", "", verdicts, statuses, results, output(),
+                                time.perf_counter() - start)
+    finally:
+        if loaded is not None:
+            loaded.close()
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
-def grade_all(submissions: Sequence[Submission], config, *, layers: Sequence[str], overrides: dict | None = None,
-              timeout: float | None = None, memory_limit: int | None = None, jobs: int = 1,
-              capture_limit: int = isolate.DEFAULT_CAPTURE_LIMIT,
-              on_graded: Callable[[SubmissionResult], None] | None = None) -> list[SubmissionResult]:
+def _original(location: str, module: str, submission: Submission) -> str:
+    """A location in the copy, as a location in the submission itself."""
+    if not location:
+        return location
+    copy_root = os.path.dirname(module) if Path(submission.root or submission.path).is_file() else None
+    root = Path(submission.root or submission.path)
+    if copy_root is None:
+        copy_root = str(Path(module).parents[len(Path(submission.path).relative_to(root).parts) - 1])
+    original_root = str(root if root.is_dir() else root.parent)
+    return location.replace(copy_root, original_root, 1)
+
+
+def grade_all(submissions: Sequence[Submission], settings: GradeSettings, *, jobs: int = 1,
+              on_graded: Callable | None = None) -> list:
     """Grade every submission, ``jobs`` at a time; results in the order of ``submissions``.
-
-    Parameters
-    ----------
-    submissions : sequence of Submission
-    config, layers, overrides, timeout, memory_limit, capture_limit
-        As for :func:`grade_submission`.
-    jobs : int
-        Submissions graded at the same time, each by its own child processes.
-    on_graded : callable(SubmissionResult), optional
-        Called as each submission finishes (in finishing order).
-
-    Returns
-    -------
-    list of SubmissionResult
 
     Raises
     ------
@@ -289,104 +404,114 @@ def grade_all(submissions: Sequence[Submission], config, *, layers: Sequence[str
         When interrupted; running children are killed first.  The results
         finished by then were passed to ``on_graded``.
     """
+    from cnncheck import loading
+    from cnncheck.session import LocalSession
+
     if jobs < 1:
         raise CnnCheckError(f"--jobs must be at least 1, got {jobs}")
+    registry = loading.builtin_registry()
+    functions = {k: v for layer in registry.layer_names() for impl in registry.impls(layer)
+                 for k, v in impl.functions.items()}
+    references = References(registry, LocalSession(functions))
+    lock = threading.Lock()
+    cancel = threading.Event()
+    slots = list(range(jobs))
 
     def one(submission: Submission) -> SubmissionResult:
-        result = grade_submission(submission, config, layers=layers, overrides=overrides, timeout=timeout,
-                                  memory_limit=memory_limit, capture_limit=capture_limit, cancel=cancel)
+        with lock:
+            slot = slots.pop(0)
+        try:
+            result = grade_submission(submission, settings, references, slot=slot, cancel=cancel)
+        finally:
+            with lock:
+                slots.append(slot)
         if on_graded is not None:
             with lock:
                 on_graded(result)
         return result
 
-    lock = threading.Lock()
-    cancel = threading.Event()
-    if jobs == 1 or len(submissions) <= 1:
-        return [one(s) for s in submissions]
-    pool = ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="cnncheck-grade")
-    futures = [pool.submit(one, s) for s in submissions]
-    try:
-        results = [f.result() for f in futures]
-    except BaseException:
-        # Ctrl-C (or a bug) in this thread: stop the queue, kill the running children, wait for the workers.
-        for f in futures:
-            f.cancel()
-        cancel.set()
+    with single_threaded():
+        if jobs == 1 or len(submissions) <= 1:
+            try:
+                return [one(s) for s in submissions]
+            except Cancelled:
+                raise KeyboardInterrupt from None
+        pool = ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="cnncheck-grade")
+        futures = [pool.submit(one, s) for s in submissions]
+        try:
+            results = [f.result() for f in futures]
+        except BaseException:
+            for f in futures:
+                f.cancel()
+            cancel.set()
+            pool.shutdown(wait=True)
+            raise
         pool.shutdown(wait=True)
-        raise
-    pool.shutdown(wait=True)
     return results
 
 
-# -- writers ----------------------------------------------------------------------
-def to_document(graded: Sequence[SubmissionResult], *, directory: str, config: dict, version: str = "",
-                timeout: float | None = None, memory_limit: int | None = None, interrupted: bool = False,
-                with_output: bool = False) -> dict:
-    """The JSON document of a grading run.
-
-    Schema: ``{"command": "grade", "version", "directory", "passed",
-    "interrupted", "config", "timeout", "memory_limit", "summary":
-    {"submissions", "passed"}, "submissions": [SubmissionResult.to_dict()]}``.
-    """
+# -- documents ---------------------------------------------------------------------------------
+def to_document(graded: Sequence[SubmissionResult], *, directory: str, settings: GradeSettings, version: str = "",
+                interrupted: bool = False, with_output: bool = False, seconds: float = 0.0) -> dict:
+    """The JSON document of a grading run (``seed`` reproduces it with ``--seed``)."""
     return {
         "command": "grade",
         "version": version,
+        "schema_version": 2,
         "directory": str(directory),
         "passed": not interrupted and bool(graded) and all(s.passed for s in graded),
         "interrupted": interrupted,
-        "config": config,
-        "timeout": timeout,
-        "memory_limit": memory_limit,
+        "seed": settings.config.seed,
+        "config": settings.config.to_dict(),
+        "layers": list(settings.layers),
+        "timeout": settings.timeout,
+        "memory_limit": settings.memory_limit,
+        "forbid_import": list(settings.forbid),
+        "seconds": seconds,
         "summary": {"submissions": len(graded), "passed": sum(1 for s in graded if s.passed)},
         "submissions": [s.to_dict(with_output=with_output) for s in graded],
     }
 
 
 def write_json(document: dict, file) -> None:
-    """Write a grading document (see :func:`to_document`) as indented JSON to an open text file."""
     json.dump(document, file, indent=2)
     file.write("\n")
 
 
-def csv_rows(graded: Sequence[SubmissionResult]) -> list[dict]:
-    """One row per result; a submission with no results gets one row with its status and message."""
+def summary_columns(layers: Sequence[str]) -> list:
+    return ["submission", "path", "status", *layers, "passed", "seconds", "message"]
+
+
+def csv_rows(graded: Sequence[SubmissionResult], layers: Sequence[str]) -> list:
+    """One row per submission: its status, the worst status per layer, whether it passed, the time."""
     rows = []
     for sub in graded:
-        if not sub.results:
-            rows.append({"submission": sub.name, "path": sub.path, "layer": "", "impl": "", "gradient": "",
-                         "status": sub.status, "rel_error": "", "abs_error": "", "threshold": "",
-                         "message": sub.message})
-            continue
-        for r in sub.results:
-            rows.append({"submission": sub.name, "path": sub.path, "layer": r.layer, "impl": r.impl,
-                         "gradient": r.gradient, "status": r.status,
-                         "rel_error": "" if r.rel_error is None else repr(r.rel_error),
-                         "abs_error": "" if r.abs_error is None else repr(r.abs_error),
-                         "threshold": repr(r.threshold), "message": r.message})
+        row = {"submission": sub.name, "path": sub.path, "status": sub.status, "passed": sub.passed,
+               "seconds": f"{sub.seconds:.2f}", "message": sub.message or "; ".join(sub.problems(200))}
+        for layer in layers:
+            row[layer] = sub.statuses.get(layer, "")
+        rows.append(row)
     return rows
 
 
-def write_csv(graded: Sequence[SubmissionResult], file) -> None:
-    """Write :func:`csv_rows` with a header of :data:`CSV_COLUMNS` to an open text file (``newline=""``)."""
-    writer = csv.DictWriter(file, fieldnames=CSV_COLUMNS)
+def write_csv(graded: Sequence[SubmissionResult], layers: Sequence[str], file) -> None:
+    writer = csv.DictWriter(file, fieldnames=summary_columns(layers))
     writer.writeheader()
-    writer.writerows(csv_rows(graded))
+    writer.writerows(csv_rows(graded, layers))
+
+
+def csv_text(graded: Sequence[SubmissionResult], layers: Sequence[str]) -> str:
+    buffer = io.StringIO()
+    write_csv(graded, layers, buffer)
+    return buffer.getvalue()
 
 
 def write_results_file(path, graded: Sequence[SubmissionResult], document: dict) -> str:
-    """Write ``graded`` to ``path`` as CSV when it ends in ``.csv``, else as JSON; returns the format."""
+    """Write ``graded`` to ``path``: CSV when it ends in ``.csv``, else the JSON document; returns the kind."""
     kind = "csv" if os.fspath(path).lower().endswith(".csv") else "json"
     with open(path, "w", encoding="utf-8", newline="" if kind == "csv" else None) as handle:
         if kind == "csv":
-            write_csv(graded, handle)
+            write_csv(graded, document["layers"], handle)
         else:
             write_json(document, handle)
     return kind
-
-
-def csv_text(graded: Sequence[SubmissionResult]) -> str:
-    """The CSV file's text, for tests and for writing elsewhere."""
-    buffer = io.StringIO()
-    write_csv(graded, buffer)
-    return buffer.getvalue()

@@ -59,8 +59,10 @@ def parse_size(text) -> int:
 
 
 def format_bytes(n: float) -> str:
-    """``n`` bytes as a short human string: ``1.5 GiB``, ``12.0 MiB``, ``300 B``."""
+    """``n`` bytes as a short human string: ``1.5 GiB``, ``12.0 MiB``, ``300 B``, ``3.2e+12 TiB``."""
     n = float(n)
+    if abs(n) >= 1 << 50:
+        return f"{n / (1 << 40):.2g} TiB"
     for unit, scale in (("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
         if abs(n) >= scale:
             return f"{n / scale:.1f} {unit}"
@@ -96,110 +98,54 @@ class MemoryEstimate:
         return f"about {format_bytes(self.total)}" + (f" ({detail})" if detail else "")
 
 
-def _workspace(spec: LayerSpec, params: Mapping, itemsize: int) -> dict:
-    """Temporary buffers one forward plus one backward pass allocate, by kind.
-
-    The im2col matrix (``C*HH*WW`` rows, ``N*H_out*W_out`` columns) and its
-    gradient for a convolution, the window matrix of a pooling layer, and
-    the zero-padded input and its gradient when the layer pads.
-    """
-    shape = tuple(params["shape"])
-    out = spec.output_shape(params)
-    parts = {}
-    if "kernel" in params and len(shape) == 4:
-        HH, WW = params["kernel"]
-        N, _, H_out, W_out = out
-        parts["im2col"] = 2 * shape[1] * HH * WW * N * H_out * W_out * itemsize
-    elif "pool_height" in params and len(shape) == 4:
-        N, C, H_out, W_out = out
-        parts["im2col"] = 2 * N * C * params["pool_height"] * params["pool_width"] * H_out * W_out * itemsize
-    if params.get("pad") and len(shape) == 4:
-        N, C, H, W = shape
-        pad = params["pad"]
-        parts["padded"] = 2 * N * C * (H + 2 * pad) * (W + 2 * pad) * itemsize
-    return parts
+def _sizes(spec: LayerSpec, params: Mapping) -> tuple:
+    """(elements of the inputs with gradients, of the other inputs, of the output, of the workspace)."""
+    shapes = spec.shapes(params)
+    grads = set(spec.grads)
+    n_grad = sum(math.prod(shape) for name, shape in shapes.items() if name in grads)
+    n_data = sum(math.prod(shape) for name, shape in shapes.items()
+                 if name not in grads and name not in ("out", "workspace"))
+    n_out = math.prod(shapes.get("out", spec.output_shape(params)))
+    n_work = math.prod(shapes.get("workspace", (0,)))
+    return n_grad, n_data, n_out, n_work
 
 
 def input_elements(spec: LayerSpec, params: Mapping) -> int:
-    """Elements in all differentiable inputs of ``spec``, computed from ``params`` without allocating.
-
-    ``x`` has ``shape``; ``w`` is ``(F, C, HH, WW)`` when the layer has a
-    kernel and ``(D, F)`` otherwise (affine); ``b`` has ``filters`` elements.
-    """
-    shape = tuple(params["shape"])
-    total = math.prod(shape)
-    if "w" in spec.grads:
-        if "kernel" in params:
-            HH, WW = params["kernel"]
-            total += params["filters"] * shape[1] * HH * WW
-        else:
-            total += math.prod(shape[1:]) * params["filters"]
-    if "b" in spec.grads:
-        total += params["filters"]
-    return total
+    """Elements in all inputs with gradients, from ``params`` without allocating."""
+    return _sizes(spec, params)[0]
 
 
 def estimate_gradcheck(spec: LayerSpec, params: Mapping, dtype="float64", *, mode: str = "full") -> MemoryEstimate:
     """Peak bytes a gradient check of ``spec`` with resolved ``params`` needs.
 
     Counts the inputs and the upstream gradient, the forward output, the
-    analytic gradients, the numerical gradients (float64), copies of every
-    input kept to detect in-place changes, two float64 copies of the output
-    per probe, and the layer's workspace (im2col, padding) for one forward
-    and one backward pass.
-
-    Parameters
-    ----------
-    spec : LayerSpec
-    params : mapping
-        Resolved parameters (``spec.resolve(...)``).
-    dtype : str or dtype
-        ``float64`` or ``float32``.
-    mode : {"full", "sample", "directional"}
-        Directional checks also hold one random direction per input.
-
-    Returns
-    -------
-    MemoryEstimate
+    analytic and reference gradients, copies of the inputs (the session's own,
+    and the ones kept to detect writes), the probed outputs of one batch of
+    centred differences (float64), and the layer's workspace (``spec.shapes``).
     """
     itemsize = np.dtype(dtype).itemsize
-    n_in = input_elements(spec, params)
-    n_out = math.prod(spec.output_shape(params))
+    n_grad, n_data, n_out, n_work = _sizes(spec, params)
+    batch = min(n_grad, max(1, (1 << 21) // max(1, 2 * n_out))) if mode != "directional" else 10
     return MemoryEstimate.from_parts(
-        inputs=(n_in + n_out) * itemsize,              # x, w, b and dout
-        outputs=n_out * itemsize + 2 * n_out * 8,      # forward output, two probed outputs
-        gradients=n_in * itemsize,                     # analytic dx, dw, db
-        numerical=n_in * 8 + (n_in * 8 if mode == "directional" else 0),
-        copies=(n_in + n_out) * itemsize,              # originals kept to detect mutation
-        **_workspace(spec, params, itemsize),
+        inputs=(n_grad + n_data + n_out) * itemsize,
+        outputs=2 * n_out * itemsize + 2 * n_out * 8,
+        gradients=2 * n_grad * itemsize + n_grad * 8,
+        copies=3 * (n_grad + n_data) * itemsize,
+        probes=2 * batch * n_out * 8,
+        workspace=n_work * itemsize,
     )
 
 
 def estimate_bench(spec: LayerSpec, params: Mapping, dtype="float64") -> MemoryEstimate:
-    """Peak bytes one timed forward plus backward pass of ``spec`` needs.
-
-    Inputs and upstream gradient, the output, the gradients, and the
-    layer's workspace (im2col, padding).
-
-    Parameters
-    ----------
-    spec : LayerSpec
-    params : mapping
-        Resolved parameters (``spec.resolve(..., purpose="bench")``).
-    dtype : str or dtype
-
-    Returns
-    -------
-    MemoryEstimate
-    """
+    """Peak bytes one timed forward plus backward pass of ``spec`` needs (inputs, output, gradients,
+    workspace, and the reference's results kept for the comparison)."""
     itemsize = np.dtype(dtype).itemsize
-    n_in = input_elements(spec, params)
-    n_out = math.prod(spec.output_shape(params))
+    n_grad, n_data, n_out, n_work = _sizes(spec, params)
     return MemoryEstimate.from_parts(
-        inputs=(n_in + n_out) * itemsize,
-        outputs=n_out * itemsize,
-        gradients=n_in * itemsize,
-        **_workspace(spec, params, itemsize),
+        inputs=(n_grad + n_data + n_out) * itemsize,
+        outputs=2 * n_out * itemsize,
+        gradients=2 * n_grad * itemsize,
+        workspace=n_work * itemsize,
     )
 
 

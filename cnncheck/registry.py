@@ -1,26 +1,30 @@
-"""Registry of layers and their implementations, looked up by the names users type."""
+"""Registry of layers and their implementations, and the rules that select what to run.
+
+Layers and implementations keep the order they were added in; that order
+is the order of tables and of ``all``.  :meth:`Registry.select` is the one
+place that turns the names a user typed into (spec, implementation) pairs,
+for every command.
+"""
 
 from __future__ import annotations
 
 import difflib
-from typing import Iterable
+from typing import Iterable, Sequence
 
 from cnncheck.errors import CnnCheckError, UnknownNameError
 from cnncheck.specs import Impl, LayerSpec
 
 
 class Registry:
-    """Maps layer names to :class:`LayerSpec` and (layer, impl) to :class:`Impl`.
-
-    Layers and implementations keep the order they were added in; that order
-    is the order of tables and of ``all``.
-    """
+    """Maps layer names to :class:`LayerSpec` and (layer, impl) to :class:`Impl`."""
 
     def __init__(self) -> None:
         self._layers: dict[str, LayerSpec] = {}
         self._impls: dict[str, dict[str, Impl]] = {}
+        #: Implementations a spec ships with that cannot run here, by (layer, name): what to install.
+        self.unavailable: dict = {}
 
-    # -- building -----------------------------------------------------------
+    # -- building ---------------------------------------------------------------------------
     def add_layer(self, spec: LayerSpec) -> None:
         """Register ``spec``; a layer name can be registered once."""
         if spec.name in self._layers:
@@ -34,19 +38,15 @@ class Registry:
         if impls is None:
             raise UnknownNameError("layer", impl.layer, self._layers)
         if impl.name in impls and not replace:
-            raise CnnCheckError(
-                f"implementation {impl.name!r} of layer {impl.layer!r} is already registered "
-                f"(from {impls[impl.name].source})"
-            )
+            raise CnnCheckError(f"implementation {impl.name!r} of layer {impl.layer!r} is already registered "
+                                f"(from {impls[impl.name].source})")
         impls[impl.name] = impl
 
-    # -- lookup -------------------------------------------------------------
+    # -- lookup -----------------------------------------------------------------------------
     def layer_names(self) -> list[str]:
-        """Registered layer names, in registration order."""
         return list(self._layers)
 
     def layers(self) -> list[LayerSpec]:
-        """Registered layer specs, in registration order."""
         return list(self._layers.values())
 
     def layer(self, name: str) -> LayerSpec:
@@ -54,27 +54,22 @@ class Registry:
         try:
             return self._layers[name]
         except KeyError:
-            raise _unknown("layer", name, self._layers) from None
+            raise unknown("layer", name, self._layers) from None
 
     def impls(self, layer: str) -> list[Impl]:
-        """Implementations of ``layer``, in registration order."""
         self.layer(layer)
         return list(self._impls[layer].values())
 
     def impl(self, layer: str, name: str) -> Impl:
-        """The implementation ``name`` of ``layer``."""
         self.layer(layer)
         try:
             return self._impls[layer][name]
         except KeyError:
-            raise _unknown(f"implementation of {layer!r}", name, self._impls[layer]) from None
+            raise self._unknown_impl(name, [layer]) from None
 
-    def all_impl_names(self) -> list[str]:
-        """Every implementation name registered for any layer, without repeats."""
-        names: dict[str, None] = {}
-        for impls in self._impls.values():
-            names.update(dict.fromkeys(impls))
-        return list(names)
+    def reference(self, spec: LayerSpec) -> Impl | None:
+        """The implementation ``spec.reference`` names, when registered."""
+        return self._impls.get(spec.name, {}).get(spec.reference) if spec.reference else None
 
     def expand_layers(self, names: Iterable[str]) -> list[LayerSpec]:
         """Resolve user layer names; ``all`` means every layer. Repeats are dropped."""
@@ -87,35 +82,65 @@ class Registry:
                 chosen[name] = self.layer(name)
         return list(chosen.values())
 
-    def select(self, layers: Iterable[str], impls: Iterable[str] | None = None) -> list[tuple[LayerSpec, Impl]]:
-        """Pairs (spec, impl) to run for the given layer and implementation names.
+    def select(self, layers: Iterable[str], impls: Sequence[str] = (), *,
+               sources: Sequence[str] = ()) -> list[tuple[LayerSpec, Impl]]:
+        """(spec, impl) pairs to run for the names a user typed.
 
-        With ``impls`` empty or None every implementation of each layer is chosen.
-        Otherwise each layer gets the named implementations it has; a name no
-        selected layer has is an error, so a typo never silently runs nothing.
+        Parameters
+        ----------
+        layers : names
+            Layer names or ``all``.
+        impls : names
+            Implementation names, or ``all``.  Empty: the implementations of
+            ``sources`` when given (a user's modules), else every one.
+        sources : sequence of str
+            ``Impl.source`` values of user modules.
+
+        Raises
+        ------
+        CnnCheckError
+            An unknown layer or implementation name (with the known ones),
+            an implementation that needs a missing extra (``pip install ...``).
         """
         specs = self.expand_layers(layers)
-        wanted = list(dict.fromkeys(impls or ()))
-        pairs: list[tuple[LayerSpec, Impl]] = []
-        used: set[str] = set()
+        wanted = list(dict.fromkeys(impls))
+        if "" in wanted:
+            raise CnnCheckError("--impl needs a name; known: " + ", ".join(self._known([s.name for s in specs])))
+        pairs: list = []
+        if "all" in wanted:
+            return [(spec, impl) for spec in specs for impl in self._impls[spec.name].values()]
+        if not wanted:
+            for spec in specs:
+                available = list(self._impls[spec.name].values())
+                if sources:
+                    mine = [i for i in available if i.source in sources]
+                    real = [i for i in mine if not i.missing]
+                    available = real if real else mine[:1]
+                pairs.extend((spec, impl) for impl in available)
+            return pairs
+        used: set = set()
         for spec in specs:
-            available = self._impls[spec.name]
-            if not wanted:
-                pairs.extend((spec, impl) for impl in available.values())
-                continue
             for name in wanted:
-                if name in available:
-                    pairs.append((spec, available[name]))
+                impl = self._impls[spec.name].get(name)
+                if impl is not None:
+                    pairs.append((spec, impl))
                     used.add(name)
         missing = [name for name in wanted if name not in used]
         if missing:
-            known = sorted({n for s in specs for n in self._impls[s.name]})
-            layer_list = ", ".join(s.name for s in specs)
-            raise _unknown(f"implementation for {layer_list}", missing[0], known)
+            raise self._unknown_impl(missing[0], [s.name for s in specs])
         return pairs
 
+    def _known(self, layers: list) -> list:
+        return sorted({n for layer in layers for n in self._impls[layer]})
 
-def _unknown(kind: str, name: str, known) -> UnknownNameError:
+    def _unknown_impl(self, name: str, layers: list) -> CnnCheckError:
+        for (layer, impl_name), extra in self.unavailable.items():
+            if impl_name == name and layer in layers:
+                return CnnCheckError(f"implementation {name!r} needs {extra}")
+        return unknown(f"implementation for {', '.join(layers)}", name, self._known(layers))
+
+
+def unknown(kind: str, name: str, known) -> UnknownNameError:
     """An UnknownNameError whose message adds a close match when there is one."""
     err = UnknownNameError(kind, name, known)
     close = difflib.get_close_matches(name, list(known), n=1)

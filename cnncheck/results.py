@@ -1,7 +1,8 @@
-"""Result objects of a gradient check: plain numbers and strings, no formatting.
+"""Result objects: plain records of numbers and strings, no formatting.
 
-Reporters render these; they never recompute a number.  ``to_dict`` gives
-the JSON-ready form documented in the README.
+Reporters (:mod:`cnncheck.report`) render these and never recompute a
+number; ``to_dict`` gives the JSON-ready form described by the schemas in
+``cnncheck/schemas``.
 """
 
 from __future__ import annotations
@@ -9,153 +10,235 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from cnncheck.stats import Stats
+from cnncheck.status import STATUSES, Status, severity
 
-class Status:
-    """The status strings a gradient check can end with."""
-
-    PASS = "pass"
-    FAIL = "fail"                    # analytic and numeric gradients disagree
-    KINK = "kink"                    # disagreement sits on a nondifferentiable point
-    ERROR = "error"                  # raised, wrong shape/dtype, NaN/inf
-    NOT_IMPLEMENTED = "not-implemented"  # backward returned None
-    MUTATED = "mutates-input"        # changed x, w, b, dout or its cache in place
-    TIMEOUT = "timeout"              # isolated check ran past --timeout
-    CRASHED = "crashed"              # isolated child died
-
-    ALL = (PASS, FAIL, KINK, ERROR, NOT_IMPLEMENTED, MUTATED, TIMEOUT, CRASHED)
-    #: Statuses that do not make a run fail.  A kink is a property of the
-    #: input, not a wrong gradient, so it does not fail the run.
-    OK = (PASS, KINK)
+#: Kinds of check, in the order a report names them.
+KINDS = ("integrity", "call", "forward", "reference", "gradient", "subgradient", "protocol")
 
 
 @dataclass(frozen=True)
-class GradcheckResult:
-    """The outcome for one gradient of one implementation of one layer.
+class CheckResult:
+    """The outcome of one check of one implementation of one layer.
 
     Attributes
     ----------
-    layer, impl, gradient : str
-        e.g. ``"conv"``, ``"fast"``, ``"dw"``.
-    status : str
-        One of :class:`Status`.
-    rel_error : float or None
-        The course notebook's ``rel_error``: max over compared elements of
-        ``|n - a| / max(1e-8, |n| + |a|)``.  None when nothing was compared.
-    abs_error : float or None
-        Max over compared elements of ``|n - a|``.
-    threshold : float
-        The ``--max-error`` the relative error was held to.
-    worst_index : tuple of int or None
-        Index of the element with the largest relative error.
-    analytic, numeric : float or None
-        The two gradients at ``worst_index``.
+    layer, impl : str
+    kind : str
+        One of :data:`KINDS`: ``integrity`` (what the code may not do: import
+        the reference, read protected files, replace library functions,
+        break the child protocol, not load), ``call`` (it raised or returned
+        the wrong thing, or a warning about what it returned), ``forward``
+        (the forward pass ignores an input, is not deterministic, or has
+        only float32 precision), ``reference`` (output or gradient against
+        the reference implementation), ``gradient`` (analytic against
+        centred differences), ``subgradient`` (gradients at kinks: ties,
+        zeros), ``protocol`` (how a network calls it: twice, with two
+        caches, non-contiguous inputs; writes into its arguments).
+    subject : str
+        What the check is about: ``out`` (the forward pass, or the whole
+        implementation) or a gradient (``dx``, ``dw``...).
+    status : Status
+    geometry : str
+        Label of the battery's geometry (``notebook``, ``pad0``, ``custom``)
+        or "" for a check of the whole implementation.
+    where : str
+        The geometry in words (``x (2, 4, 5, 7), w (3, 4, 3, 2), stride 1, pad 0``).
     message : str
-        Why the status is what it is, for anything but ``pass``.
+        Why the status is what it is.
+    finding : str
+        A short name for protocol findings and warnings (``repeat-backward``, ``mutates-dout``).
     params : dict
-        The layer parameters checked (shape, stride, ...), JSON-ready.
+        The layer parameters of the geometry.
     dtype, mode : str
-        ``float64``/``float32``; ``full``/``sample``/``directional``.
-    eps : float
-        Finite-difference step.
+        ``float64``/``float32``; ``full``/``sample``/``directional``/``auto`` for gradient checks.
+    eps, threshold : float
+        Step of the centred differences; the tolerance the error was held to.
+    rel_error, abs_error : float or None
+        For gradient checks, the course notebook's relative error (floor raised,
+        see :mod:`cnncheck.numeric`) and the largest absolute error; for
+        reference checks, the largest difference over the reference's largest
+        magnitude, and the largest absolute difference.
+    worst_index : tuple of int or None
+        The element the message names.
+    got, expected : float or None
+        The implementation's value and the numerical (or reference) one there.
     compared : int
-        How many elements (or directions) were compared.
+        Elements or directions compared.
     seconds : float
-        Wall time of this implementation's check, shared by its gradients.
-    traceback : str
-        The full traceback when the implementation raised, else "".
-    source : str
-        Where the implementation came from: ``builtin``, a module path, an entry point.
+        Wall time of the implementation's whole battery.
     location : str
-        ``file:line`` in a user implementation that the status points at
-        (where it raised, or where its backward is defined); "" for built-ins.
+        ``file:line`` in user code the status points at.
+    source : str
+        ``builtin``, a module path, an entry point.
+    traceback : str
+        The traceback when the code under test raised.
     """
 
     layer: str
     impl: str
-    gradient: str
-    status: str
-    rel_error: float | None = None
-    abs_error: float | None = None
-    threshold: float = 0.0
-    worst_index: tuple | None = None
-    analytic: float | None = None
-    numeric: float | None = None
+    kind: str
+    subject: str
+    status: Status
+    geometry: str = ""
+    where: str = ""
     message: str = ""
+    finding: str = ""
     params: dict = field(default_factory=dict)
     dtype: str = "float64"
-    mode: str = "full"
+    mode: str = ""
     eps: float = 0.0
+    threshold: float = 0.0
+    rel_error: float | None = None
+    abs_error: float | None = None
+    worst_index: tuple | None = None
+    got: float | None = None
+    expected: float | None = None
     compared: int = 0
     seconds: float = 0.0
-    traceback: str = ""
-    source: str = ""
     location: str = ""
+    source: str = ""
+    traceback: str = ""
+
+    def fails(self, *, strict: bool = False, allow_missing: bool = False) -> bool:
+        """True when this result fails a run with these settings."""
+        if self.status == Status.WARNING:
+            return strict
+        if self.status == Status.NOT_IMPLEMENTED and allow_missing:
+            return False
+        return Status(self.status).fails
 
     @property
     def passed(self) -> bool:
-        """True when this status does not fail a run."""
-        return self.status in Status.OK
+        return not self.fails()
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict (tuples become lists)."""
+        """JSON-ready dict (tuples become lists, the status its text)."""
         data = asdict(self)
+        data["status"] = str(self.status)
         data["worst_index"] = None if self.worst_index is None else list(self.worst_index)
         data["params"] = _jsonable(self.params)
-        data["passed"] = self.passed
         return data
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of a report's table: one subject of one implementation, over the whole battery.
+
+    Attributes
+    ----------
+    layer, impl, subject : str
+    status : Status
+        The worst status among the row's results (warnings count only with ``--strict``).
+    error : float or None
+        The worst gradient error (``out``: the worst difference from the reference).
+    failing : CheckResult or None
+        The first result that fails the row, in battery order.
+    results : tuple of CheckResult
+    """
+
+    layer: str
+    impl: str
+    subject: str
+    status: Status
+    error: float | None
+    failing: CheckResult | None
+    results: tuple
+
+    @property
+    def check(self) -> str:
+        """The failing check in a few words (``gradient at pad0``), or how much passed."""
+        if self.failing is not None:
+            r = self.failing
+            name = r.finding or r.kind
+            return f"{name} at {r.geometry}" if r.geometry else name
+        geometries = {r.geometry for r in self.results if r.geometry}
+        return f"{len(geometries)} geometr{'y' if len(geometries) == 1 else 'ies'}" if geometries else ""
 
 
 @dataclass(frozen=True)
 class GradcheckReport:
     """Every result of one gradient-check run, with the settings it ran with.
 
-    Iterating over a report yields its :class:`GradcheckResult` objects.  In a
-    notebook, or printed with Rich, it shows as the same table the CLI prints.
+    Iterating over a report yields its :class:`CheckResult` objects.
 
     Attributes
     ----------
-    results : tuple of GradcheckResult
+    results : tuple of CheckResult
     config : dict
-        The check settings (``GradcheckConfig.to_dict()``): mode, samples,
-        probes, eps, max_error, dtype, seed, auto_limit.
+        The check settings (``GradcheckConfig.to_dict()``).
     allow_missing : bool
         ``not-implemented`` results do not fail the run.
+    strict : bool
+        Warnings fail the run.
     interrupted : bool
         The run was stopped (Ctrl-C) before every check finished.
     version : str
-        cnncheck's version.
     """
 
     results: tuple
     config: dict = field(default_factory=dict)
     allow_missing: bool = False
+    strict: bool = False
     interrupted: bool = False
     version: str = ""
 
-    @property
-    def threshold(self) -> float:
-        """The ``--max-error`` the run was held to."""
-        return float(self.config.get("max_error", 0.0))
-
-    def counts_as_passed(self, result: GradcheckResult) -> bool:
-        """True when ``result`` does not fail this run (``--allow-missing`` considered)."""
-        return result.passed or (self.allow_missing and result.status == Status.NOT_IMPLEMENTED)
+    def fails(self, result: CheckResult) -> bool:
+        return result.fails(strict=self.strict, allow_missing=self.allow_missing)
 
     @property
     def passed(self) -> bool:
         """True when the run finished and no result fails it."""
-        return not self.interrupted and all(self.counts_as_passed(r) for r in self.results)
+        return not self.interrupted and not any(self.fails(r) for r in self.results)
 
     @property
     def failed_results(self) -> tuple:
-        """The results that fail the run."""
-        return tuple(r for r in self.results if not self.counts_as_passed(r))
+        return tuple(r for r in self.results if self.fails(r))
 
-    def counts(self) -> dict[str, int]:
-        """Number of results per status, every status of :class:`Status` present."""
-        counts = dict.fromkeys(Status.ALL, 0)
+    @property
+    def warnings(self) -> tuple:
+        return tuple(r for r in self.results if r.status == Status.WARNING)
+
+    def implementations(self) -> list:
+        """(layer, impl) pairs in the order they were checked."""
+        return list(dict.fromkeys((r.layer, r.impl) for r in self.results))
+
+    def rows(self) -> list:
+        """The table: one :class:`Row` per layer, implementation and subject, in order."""
+        grouped: dict = {}
+        for r in self.results:
+            grouped.setdefault((r.layer, r.impl, r.subject), []).append(r)
+        subjects_of: dict = {}
+        for layer, impl, subject in grouped:
+            subjects_of.setdefault((layer, impl), []).append(subject)
+        rows = []
+        for layer, impl in self.implementations():
+            subjects = sorted(subjects_of[(layer, impl)], key=lambda s: s != "out")
+            for subject in subjects:
+                results = grouped[(layer, impl, subject)]
+                failing = [r for r in results if self.fails(r)]
+                shown = failing or [r for r in results if r.status == Status.WARNING] or results
+                status = max((Status(r.status) for r in shown), key=severity)
+                kind = "reference" if subject == "out" else "gradient"
+                errors = [r.rel_error for r in results if r.kind == kind and r.rel_error is not None]
+                rows.append(Row(layer, impl, subject, status, max(errors) if errors else None,
+                                failing[0] if failing else None, tuple(results)))
+        return rows
+
+    def verdicts(self) -> dict:
+        """``{(layer, impl): Row}``: the first failing row of each implementation, else its first row."""
+        verdicts: dict = {}
+        for row in self.rows():
+            key = (row.layer, row.impl)
+            if key not in verdicts or (verdicts[key].failing is None and row.failing is not None):
+                verdicts[key] = row
+        return verdicts
+
+    def counts(self) -> dict:
+        """Number of results per status, every status present."""
+        counts = {str(s): 0 for s in STATUSES}
         for result in self.results:
-            counts[result.status] = counts.get(result.status, 0) + 1
+            counts[str(result.status)] += 1
         return counts
 
     def __iter__(self):
@@ -169,47 +252,41 @@ class GradcheckReport:
 
     def to_dict(self) -> dict[str, Any]:
         """The documented JSON document (``cnncheck/schemas/gradcheck.schema.json``)."""
+        implementations = []
+        for (layer, impl), row in self.verdicts().items():
+            failing = row.failing
+            implementations.append({
+                "layer": layer, "impl": impl, "passed": failing is None,
+                "status": str(failing.status if failing else row.status),
+                "check": row.check if failing else "",
+                "message": failing.message if failing else "",
+            })
         return {
             "command": "gradcheck",
             "version": self.version,
-            "schema_version": 1,
+            "schema_version": 2,
             "passed": self.passed,
-            "threshold": self.threshold,
             "dtype": self.config.get("dtype", "float64"),
             "config": _jsonable(dict(self.config)),
             "allow_missing": self.allow_missing,
+            "strict": self.strict,
             "interrupted": self.interrupted,
             "summary": self.counts(),
+            "implementations": implementations,
+            "rows": [{"layer": r.layer, "impl": r.impl, "subject": r.subject, "status": str(r.status),
+                      "error": r.error, "check": r.check} for r in self.rows()],
             "results": [r.to_dict() for r in self.results],
         }
-
-    def __str__(self) -> str:
-        from cnncheck.report.gradcheck import render_text
-
-        return render_text(self, "plain")
-
-    def __repr__(self) -> str:
-        from cnncheck.report.gradcheck import summary_line
-
-        return f"<GradcheckReport {summary_line(self)}>"
-
-    def __rich__(self):
-        from cnncheck.report.gradcheck import rich_renderable
-
-        return rich_renderable(self)
-
-    def _repr_html_(self) -> str:
-        from cnncheck.report.gradcheck import render_html
-
-        return render_html(self)
 
 
 def _jsonable(value):
     """Tuples to lists, recursively, for JSON."""
     if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
+        return {str(k): _jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_jsonable(v) for v in value]
+    if isinstance(value, Status):
+        return str(value)
     return value
 
 
@@ -218,19 +295,15 @@ def _jsonable(value):
 # implementation (and sweep value), sweep fits, comparisons with a saved run,
 # and the BenchReport that holds them with the machine facts and the options.
 
-from cnncheck.stats import Stats  # noqa: E402  (bench section appended to this module)
-
-
 class BenchStatus:
-    """The status strings a bench row can end with."""
+    """The status strings a bench row can end with: ``ok``, ``slow``, or a :class:`Status` of the boundary."""
 
     OK = "ok"
-    DIFFERS = "differs"              # outputs or gradients differ from the baseline beyond --max-diff
+    DIFFERS = Status.DIFFERS.value   # outputs or gradients differ from the baseline beyond --max-diff
     SLOW = "slow"                    # not --min-speedup times faster than the baseline
-    ERROR = "error"                  # raised, or returned the wrong kind or shape of thing
-    NOT_IMPLEMENTED = "not-implemented"  # backward returned None
+    ERROR = Status.ERROR.value       # raised, or returned the wrong kind or shape of thing
 
-    ALL = (OK, DIFFERS, SLOW, ERROR, NOT_IMPLEMENTED)
+    ALL = (OK, SLOW, *(s.value for s in Status if s not in (Status.PASS, Status.FAIL, Status.WARNING)))
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""``cnncheck gradcheck``: analytic gradients against centred differences, with CI exit codes."""
+"""``cnncheck gradcheck``: the battery of checks, with CI exit codes."""
 
 from __future__ import annotations
 
@@ -7,193 +7,204 @@ import sys
 
 import click
 
-from cnncheck import __version__
+from cnncheck import api, catalog
 from cnncheck import gradcheck as engine
-from cnncheck import isolate, memory
-from cnncheck.catalog import SPECS
+from cnncheck import report as reporters
 from cnncheck.cli.common import progress_bar, usage_errors
-from cnncheck.cli.isolation_options import isolation_options, isolation_settings
-from cnncheck.cli.options import CommaList, defaults_help, layer_parameter_options, parameter_overrides
-from cnncheck.plugins import build_registry
-from cnncheck.report import gradcheck as report
-from cnncheck.results import GradcheckReport
+from cnncheck.cli.options import (CommaList, check_output_path, defaults_help, isolation_options,
+                                  isolation_settings, layer_parameter_options, names, parameter_overrides,
+                                  sandbox_for)
+from cnncheck.numeric import DEFAULT_TOLERANCES
+from cnncheck.status import ExitCode
 
-FORMATS = ("rich", "plain", "markdown", "github", "json")
+_F64 = DEFAULT_TOLERANCES["float64"]
+_F32 = DEFAULT_TOLERANCES["float32"]
 
-#: Exit status of a run stopped with Ctrl-C (128 + SIGINT), as shells report it.
-EXIT_INTERRUPTED = 130  # keep equal to cnncheck.cli.main.EXIT_INTERRUPTED
-
-
-_F64 = engine.DEFAULT_TOLERANCES["float64"]
-_F32 = engine.DEFAULT_TOLERANCES["float32"]
-
-HELP = f"""Check the backward pass of LAYER (several, or all; default all) against
-centred differences of the same implementation's forward pass.
-
-For every gradient (dx, dw, db) the table shows the course notebook's rel_error, the
-largest absolute error and where the worst element is.  Inputs come from
---seed and keep a margin of 10 x --eps from relu's kink and max-pool ties.
+HELP = f"""Check LAYER (several, or all; the default) and say whether each
+implementation is right, and if not, where.
 
 \b
-Default sizes, those of the course notebook's checks; the shape options override them:
-{defaults_help(SPECS, "gradcheck", ",")}
+Every layer runs a battery of checks (what a PASS means):
+  - several geometries: the course notebook's first, then ones where every
+    size a loop could confuse differs (H != W, HH != WW, pad 0 and > 1,
+    stride 1 and > 2, N = 1, C = 1, overlapping and non-square pools,
+    2-D to 5-D affine inputs);
+  - every gradient against centred differences of the same forward pass;
+  - forward output and gradients against the layer's reference
+    implementation (--no-reference to skip);
+  - the call protocol: forward and backward twice, two caches at once, the
+    caller's parameter dict, Fortran-ordered and strided inputs;
+  - max-pool ties and relu at 0 (a valid subgradient).
+Layer options (--shape, --stride, ...) or --quick check one geometry.
 
 \b
-Statuses: pass; fail (gradients disagree); kink (the disagreement sits on a
-nondifferentiable point; not a failure); error (raised, wrong shape or
-dtype, NaN or inf); not-implemented (backward returned None); mutates-input
-(changed x, w, b, dout or its cache in place).
+Default sizes of the first geometry (the course notebook's):
+{defaults_help(catalog.specs(), "gradcheck")}
 
 \b
-Exit status: 0 every gradient passed; 1 any fail, error, mutates-input or
-not-implemented (unless --allow-missing); 2 a usage error; 130 interrupted.
+Statuses: pass; warning (writes into dout or its inputs, float64 output for
+float32 input, ...: fails only with --strict); fail (a wrong gradient, or a
+call-protocol or subgradient finding); differs (from the reference); error
+(raised, wrong shape, dtype, NaN); not-implemented; timeout; crashed;
+protocol-error, uses-reference, forbidden-access, tampering (what isolated
+code may not do); internal-error.
+
+\b
+Exit status: 0 every check passed; 1 anything failed; 2 a usage error;
+130 interrupted.
 """
 
 EPILOG = """\b
 Examples:
-  cnncheck gradcheck conv --stride 2 --pad 1
   cnncheck gradcheck all
+  cnncheck gradcheck conv --stride 2 --pad 1
+  cnncheck gradcheck all --module cnn/layers.py
+  cnncheck gradcheck all --module cnn/layers.py --quick
   cnncheck gradcheck all --format json
-  cnncheck gradcheck conv --module cnn/layers.py
-  cnncheck gradcheck all --module student/layers.py --timeout 10 --memory-limit 2G
-  cnncheck gradcheck conv --impl fast --shape 32,64,32,32 --filters 64 --mode directional
   cnncheck gradcheck all --dtype float32 --junit gradcheck.xml
 """
 
-
-@contextlib.contextmanager
-def _progress(enabled: bool, total: int):
-    """Yields a callback(label) that advances a progress bar by one check, or None when off."""
-    with progress_bar(enabled, "checking", total) as update:
-        yield None if update is None else (lambda label: update(advance=1, description=label))
+_RESERVED = ("--mode", "--eps", "--seed", "--dtype", "--format", "--impl", "--module")
 
 
 @click.command("gradcheck", help=HELP, epilog=EPILOG)
 @click.argument("layers", nargs=-1, metavar="[LAYER ...|all]")
-@layer_parameter_options
+@layer_parameter_options(_RESERVED)
 @click.option("--impl", "impls", type=CommaList(), multiple=True, metavar="NAMES",
               help="Implementations to check, comma separated or repeated (default: every one, or only the "
-                   "--module ones when --module is given; 'all' for every one).")
+                   "--module ones; 'all' for every one).")
 @click.option("--module", "modules", multiple=True, metavar="PATH.py|MODULE",
-              help="Load a user layers module (a .py file or a dotted name) that uses the course notebook's function "
-                   "names; its layers are checked as implementations named after the file. Repeatable. "
-                   "Loading runs the module's code.")
+              help="A layers module (a .py file or a dotted name) with the course's function names; its layers "
+                   "are checked as implementations named after the file. Repeatable.")
 @click.option("--no-entry-points", is_flag=True,
-              help="Do not load implementations registered by installed packages (entry-point group "
-                   "cnncheck.implementations).")
+              help="Skip implementations that installed packages register (group cnncheck.implementations).")
+@click.option("--quick", is_flag=True, help="Check the course notebook's geometry only.")
+@click.option("--no-reference", is_flag=True, help="Do not compare with the layer's reference implementation.")
 @click.option("--mode", type=click.Choice(engine.MODES), default="auto", show_default=True,
-              help=f"full: every element; sample: --samples random elements per gradient; directional: "
-                   f"--probes random directions (2 forward calls each, whatever the size); auto: full up to "
-                   f"{engine.AUTO_FULL_LIMIT} input elements, directional above.")
-@click.option("--samples", type=click.IntRange(min=1), default=engine.DEFAULT_SAMPLES, show_default=True,
-              metavar="K", help="Elements per gradient in sample mode.")
-@click.option("--probes", type=click.IntRange(min=1), default=engine.DEFAULT_PROBES, show_default=True,
-              metavar="K", help="Random directions per gradient in directional mode.")
-@click.option("--eps", type=click.FloatRange(min=0, min_open=True), default=None,
-              help=f"Finite-difference step (default {_F64[0]:g} in float64, {_F32[0]:g} in float32).")
+              help=f"full: every element; sample: --samples elements per gradient; directional: --probes random "
+                   f"directions; auto: full up to {engine.AUTO_FULL_LIMIT} input elements, directional and "
+                   f"sampled elements above.")
+@click.option("--samples", type=click.IntRange(min=1), default=None, metavar="K",
+              help=f"Elements per gradient in sample and auto mode [default: {engine.DEFAULT_SAMPLES}].")
+@click.option("--probes", type=click.IntRange(min=1), default=None, metavar="K",
+              help=f"Random directions per gradient in directional and auto mode [default: {engine.DEFAULT_PROBES}].")
+@click.option("--eps", type=click.FloatRange(min=0, min_open=True), default=None, metavar="H",
+              help=f"Finite-difference step [default: {_F64[0]:g} in float64, {_F32[0]:g} in float32].")
 @click.option("--max-error", type=click.FloatRange(min=0, min_open=True), default=None, metavar="TOL",
-              help=f"Largest relative error that passes (default {_F64[1]:g} in float64, {_F32[1]:g} in float32).")
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
-              help="Seed of the random inputs, dout, samples and directions.")
+              help=f"Largest relative error that passes [default: {_F64[1]:g} in float64, {_F32[1]:g} in float32].")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, metavar="INT",
+              help="Seed of the inputs, dout, samples and directions.")
 @click.option("--dtype", type=click.Choice(engine.DTYPES), default="float64", show_default=True,
-              help="dtype of the inputs and dout the implementations get.")
-@click.option("--format", "fmt", type=click.Choice(FORMATS), default=None,
-              help="Output format (default: rich on a terminal, plain when piped).")
-@click.option("--junit", type=click.Path(dir_okay=False, writable=True), default=None, metavar="FILE",
-              help="Also write JUnit XML to FILE (one testcase per layer, implementation and gradient).")
+              help="dtype of the inputs and dout.")
+@click.option("--format", "fmt", type=click.Choice(reporters.FORMATS["gradcheck"]), default=None,
+              help="Output format [default: rich on a terminal, plain when piped].")
+@click.option("--junit", type=click.Path(dir_okay=False), default=None, metavar="FILE",
+              help="Also write JUnit XML to FILE (one testcase per check).")
+@click.option("--strict", is_flag=True, help="Warnings fail the run too.")
+@click.option("--allow-missing", is_flag=True, help="Layers not implemented yet do not fail the run.")
 @click.option("--traceback", "show_traceback", is_flag=True,
               help="Print the full traceback of every implementation that raised (to stderr).")
-@click.option("--allow-missing", is_flag=True,
-              help="Do not fail the run for not-implemented gradients (skeletons returning None).")
-@click.option("-v", "--verbose", is_flag=True, help="Print each implementation's outcome to stderr as it finishes.")
+@click.option("-v", "--verbose", is_flag=True, help="Print each implementation's verdict to stderr as it finishes.")
 @isolation_options
 @click.pass_context
-def gradcheck(ctx: click.Context, layers, impls, modules, no_entry_points, mode, samples, probes, eps, max_error, seed, dtype,
-              fmt, junit, show_traceback, allow_missing, verbose, **params) -> None:
+def gradcheck(ctx: click.Context, layers, impls, modules, no_entry_points, quick, no_reference, mode, samples,
+              probes, eps, max_error, seed, dtype, fmt, junit, strict, allow_missing, show_traceback, verbose,
+              **params) -> None:
+    check_output_path(junit, "--junit")
+    if samples is not None and mode in ("full", "directional"):
+        raise click.UsageError(f"--samples does not apply to --mode {mode}")
+    if probes is not None and mode in ("full", "sample"):
+        raise click.UsageError(f"--probes does not apply to --mode {mode}")
     isolation = isolation_settings(params)
     overrides = parameter_overrides(params)
-    impl_names = [name for group in impls for name in group]
-    # What user modules print (at import or while checked) is a diagnostic: keep it off stdout.
-    with usage_errors(), contextlib.redirect_stdout(sys.stderr):
-        config = engine.GradcheckConfig(mode=mode, samples=samples, probes=probes, eps=eps, max_error=max_error,
-                                        dtype=dtype, seed=seed)
-        if isolation.isolate:
-            # User modules are imported in child processes only; the built-in layers suffice here.
-            registry = build_registry((), entry_points=not no_entry_points)
-            selection = isolate.Selection(tuple(layers) or ("all",), tuple(impl_names), tuple(modules), overrides,
-                                          config, not no_entry_points)
-            items = isolate.plan_checks_isolated(selection, timeout=isolation.timeout,
-                                                 memory_limit=isolation.memory_limit)
-            sized = [(registry.layer(job.layer), registry.layer(job.layer).resolve(job.overrides)) for job in items]
-        else:
-            registry = build_registry(modules, entry_points=not no_entry_points)
-            items = engine.select_checks(registry, list(layers) or ["all"], impl_names, list(modules), overrides)
-            sized = [(spec, resolved) for spec, _, resolved in items]
-        memory.guard(sized, dtype=dtype, mode=mode, memory_limit=isolation.memory_limit, force=isolation.force)
-    if fmt is None:
-        fmt = "rich" if sys.stdout.isatty() else "plain"
-
-    finished: list = []
-    per_check: dict = {}
-    stderr = sys.stderr
-    interrupted = False
-    with _progress(fmt == "rich" and stderr.isatty() and not verbose, len(items)) as advance:
-        def on_result(result) -> None:
-            finished.append(result)
-            batch = per_check.setdefault((result.layer, result.impl), [])
-            batch.append(result)
-            if len(batch) < len(registry.layer(result.layer).grads):
-                return
-            if advance is not None:
-                advance(f"{result.layer}/{result.impl}")
-            if verbose:
-                statuses = ", ".join(f"{r.gradient} {r.status}" for r in batch)
-                click.echo(f"{result.layer}/{result.impl}: {statuses} ({batch[0].seconds:.2f} s)", err=True)
-
-        outcomes: list = []
-        try:
-            if isolation.isolate:
-                isolate.run_checks_isolated(items, timeout=isolation.timeout, memory_limit=isolation.memory_limit,
-                                            on_result=on_result, on_outcome=outcomes.append)
-            else:
-                with contextlib.redirect_stdout(sys.stderr):
-                    engine.run_checks(items, config, on_result=on_result)
-        except KeyboardInterrupt:
-            interrupted = True
-
-    result = GradcheckReport(results=tuple(finished), config=config.to_dict(), allow_missing=allow_missing,
-                             interrupted=interrupted, version=__version__)
-    emit_report(result, fmt, junit=junit, show_traceback=show_traceback)
+    if quick and overrides:
+        raise click.UsageError("--quick checks the notebook's geometry; it does not apply with layer parameters")
+    with usage_errors():
+        config = engine.GradcheckConfig(mode=mode, samples=samples or engine.DEFAULT_SAMPLES,
+                                        probes=probes or engine.DEFAULT_PROBES, eps=eps, max_error=max_error,
+                                        dtype=dtype, seed=seed, reference=not no_reference)
+        plan = api.prepare(list(layers) or ["all"], names(impls), list(modules), overrides,
+                           isolate=isolation.isolate, sandbox=sandbox_for(isolation),
+                           entry_points=not no_entry_points, quick=quick)
+    try:
+        with usage_errors():
+            _guard_memory(plan, config, isolation)
+        fmt = fmt or reporters.default_format("gradcheck", sys.stdout)
+        report = _run(plan, config, fmt, verbose, allow_missing, strict)
+        outputs = {source: session.output for source, session in plan.loaded.sessions.items()}
+    finally:
+        plan.close()
+    emit(report, fmt, junit=junit, show_traceback=show_traceback)
     if isolation.show_output:
-        for outcome in outcomes:
-            click.echo(isolate.describe_output(f"{outcome.layer}/{outcome.impl}", outcome.output), err=True, nl=False)
-    if isolation.memory_limit is not None and any(not outcome.memory_limited for outcome in outcomes):
-        click.echo("warning: --memory-limit cannot be applied on this system; the checks ran without it", err=True)
-    if interrupted:
-        click.echo(f"interrupted: {len({(r.layer, r.impl) for r in finished})} of {len(items)} checks finished",
-                   err=True)
-        ctx.exit(EXIT_INTERRUPTED)
-    ctx.exit(0 if result.passed else 1)
+        for source, output in outputs.items():
+            click.echo(describe_output(source, output), err=True, nl=False)
+    if report.interrupted:
+        done = len(report.implementations())
+        click.echo(f"interrupted: {done} of {len(plan.pairs)} implementations checked", err=True)
+        ctx.exit(ExitCode.INTERRUPTED)
+    ctx.exit(ExitCode.OK if report.passed else ExitCode.FAILED)
 
 
-def emit_report(result: GradcheckReport, fmt: str, *, junit: str | None = None, show_traceback: bool = False) -> None:
+def _guard_memory(plan, config, isolation) -> None:
+    from cnncheck import memory
+
+    sized = []
+    for spec, _ in plan.pairs:
+        for _, params in spec.battery(plan.overrides or None):
+            sized.append((spec, params))
+    memory.guard(sized, dtype=config.dtype, mode=config.mode, memory_limit=isolation.memory_limit)
+
+
+def _run(plan, config, fmt: str, verbose: bool, allow_missing: bool, strict: bool):
+    total = len(plan.pairs)
+    with progress_bar(fmt == "rich" and sys.stderr.isatty() and not verbose, "checking", total) as update:
+        def on_result(batch) -> None:
+            if not batch:
+                return
+            label = f"{batch[0].layer}/{batch[0].impl}"
+            if update is not None:
+                update(advance=1, description=label)
+            if verbose:
+                failing = [r for r in batch if r.fails(strict=strict, allow_missing=allow_missing)]
+                verdict = f"{failing[0].status} ({failing[0].finding or failing[0].kind})" if failing else "pass"
+                click.echo(f"{label}: {verdict} ({batch[0].seconds:.2f} s)", err=True)
+
+        with contextlib.redirect_stdout(sys.stderr):
+            return api.check(plan, config, on_result=on_result, keep_on_interrupt=True,
+                             allow_missing=allow_missing, strict=strict)
+
+
+def emit(report, fmt: str, *, junit: str | None = None, show_traceback: bool = False) -> None:
     """Write the report to stdout in ``fmt``, JUnit XML to ``junit``, tracebacks to stderr."""
     if fmt == "rich":
         from rich.console import Console
 
-        Console(file=sys.stdout).print(report.rich_renderable(result))
+        console = Console(file=sys.stdout)
+        console.print(reporters.renderable("gradcheck", report, console.width))
     else:
-        click.echo(report.render_text(result, fmt), nl=False)
+        click.echo(reporters.render("gradcheck", fmt, report), nl=False)
     if junit:
         with open(junit, "w", encoding="utf-8") as handle:
-            handle.write(report.junit_xml(result))
+            handle.write(reporters.render("gradcheck", "junit", report))
     if show_traceback:
         shown = set()
-        for r in result.results:
+        for r in report.results:
             if r.traceback and r.traceback not in shown:
                 shown.add(r.traceback)
-                click.echo(f"--- {r.layer}/{r.impl} {r.gradient}: {r.message}", err=True)
+                click.echo(f"--- {r.layer}/{r.impl} {r.subject}: {r.message}", err=True)
                 click.echo(r.traceback.rstrip("\n"), err=True)
-    elif any(r.traceback for r in result.results) and fmt != "json":
+    elif any(r.traceback for r in report.results) and fmt not in ("json", "junit"):
         click.echo("(run with --traceback to see where the implementations raised)", err=True)
 
+
+def describe_output(title: str, output) -> str:
+    """What code under test wrote, as a block for stderr."""
+    if not output:
+        return f"--- {title}: no output\n"
+    parts = [f"--- {title}: {output.stdout_bytes} bytes on stdout, {output.stderr_bytes} on stderr"
+             + (" (cut)" if output.truncated else "")]
+    if output.stdout:
+        parts.append("stdout:\n" + output.stdout.rstrip("\n"))
+    if output.stderr:
+        parts.append("stderr:\n" + output.stderr.rstrip("\n"))
+    return "\n".join(parts) + "\n"

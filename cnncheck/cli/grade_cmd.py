@@ -1,42 +1,43 @@
-"""``cnncheck grade``: check a whole folder of submissions, each isolated, and sum it up per student."""
+"""``cnncheck grade``: grade a folder of submissions, each in a sandboxed child process."""
 
 from __future__ import annotations
 
+import os
+import secrets
 import sys
 import time
 
 import click
 
-from cnncheck import __version__, memory
+from cnncheck import __version__, catalog
 from cnncheck import gradcheck as engine
 from cnncheck import grade as grading
+from cnncheck import report as reporters
 from cnncheck.cli.common import usage_errors
-from cnncheck.cli.isolation_options import MemorySize
-from cnncheck.cli.options import CommaList, layer_parameter_options, parameter_overrides
-from cnncheck.isolate import describe_output
-
-FORMATS = ("rich", "plain", "markdown", "json")
-
-#: Exit status of a run stopped with Ctrl-C (128 + SIGINT).
-EXIT_INTERRUPTED = 130
-
-HEADERS = ("submission", "passed", "failed", "errors", "missing", "seconds", "problems")
+from cnncheck.cli.options import (CommaList, MemorySize, check_output_path, layer_parameter_options, names,
+                                  parameter_overrides)
+from cnncheck.status import ExitCode
 
 HELP = """Grade every submission in DIRECTORY: each *.py file in it, and each
-subfolder's layers.py.  Every submission is imported and checked in child
-processes of its own (as gradcheck --isolate does), so one that loops
-forever, exhausts memory, calls sys.exit or crashes the interpreter loses
-only its own checks.
+subfolder's layers.py, with the battery of `cnncheck gradcheck`.
+
+\b
+Each submission runs in a child process of its own that works in a
+temporary copy of the submission (as an unprivileged user of its own when
+cnncheck runs as root), cannot import cnncheck (the reference) or the
+--forbid-import modules, cannot read the class folder or the grades file,
+and only computes forward and backward passes at inputs drawn from a fresh
+seed (recorded in the output; --seed reproduces a run).  Every verdict is
+computed in this process.  A submission that hangs, exhausts memory, exits
+or crashes loses only its own checks.
 
 \b
 Per submission and layer the table shows the worst outcome:
-  passed   every gradient of every implementation passed
-  failed   a wrong gradient, or an input changed in place
-  errors   raised, timed out, crashed, or did not import
-  missing  not implemented (a skeleton returning None, or no function)
-
-Loading a submission runs its code with your rights: isolation limits
-damage from bugs, not from malice (see the README).
+  passed   every check of every implementation passed
+  failed   a wrong gradient, a difference from the reference, a protocol
+           finding, or what a submission may not do (uses-reference, ...)
+  error    raised, timed out, crashed, or did not load
+  missing  not implemented
 
 \b
 Exit status: 0 every submission passed every layer; 1 some did not;
@@ -46,56 +47,73 @@ Exit status: 0 every submission passed every layer; 1 some did not;
 EPILOG = """\b
 Examples:
   cnncheck grade submissions/
-  cnncheck grade submissions/ --timeout 10 --jobs 4 --output grades.csv
+  cnncheck grade submissions/ --jobs 2 --output grades.csv
   cnncheck grade submissions/ --layers conv,pool --format json > grades.json
-  cnncheck grade submissions/ --shape 2,3,6,6 --memory-limit 1G
+  cnncheck grade submissions/ --forbid-import torch,scipy --seed 1234
 """
 
-_VERDICT_STYLES = {"passed": "green", "failed": "red", "errors": "red", "missing": "magenta"}
+_RESERVED = ("--seed", "--dtype", "--format", "--layers", "--output", "--timeout")
 
 
 @click.command("grade", help=HELP, epilog=EPILOG)
 @click.argument("directory", type=click.Path(exists=True, file_okay=False))
 @click.option("--layers", "layer_names", type=CommaList(), multiple=True, metavar="NAMES",
-              help="Layers to grade, comma separated (default: all).")
-@layer_parameter_options
+              help="Layers to grade, comma separated [default: all].")
+@layer_parameter_options(_RESERVED)
+@click.option("--quick", is_flag=True, help="Grade at the course notebook's geometry only.")
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=30.0, show_default=True,
-              metavar="SECONDS", help="Seconds a submission's import and each of its checks may take.")
+              metavar="SECONDS", help="Seconds a submission's import, and each of its layers, may take.")
 @click.option("--memory-limit", type=MemorySize(), default="2G", show_default=True, metavar="SIZE",
-              help="Memory a submission's code may allocate, e.g. 512M or 2G; 'none' for no limit (Linux).")
-@click.option("-j", "--jobs", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Submissions graded at the same time.")
-@click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True), default=None, metavar="FILE",
-              help="Also write every result to FILE: CSV when it ends in .csv, JSON otherwise.")
-@click.option("--format", "fmt", type=click.Choice(FORMATS), default=None,
-              help="Format of the summary on stdout (default: rich on a terminal, plain when piped).")
+              help="Memory a submission's code may allocate, such as 512M or 2G; 'none' for no limit (Linux).")
+@click.option("-j", "--jobs", type=click.IntRange(min=1), default=1, show_default=True, metavar="N",
+              help="Submissions graded at the same time (their thread pools share the cores).")
+@click.option("--forbid-import", "forbid", type=CommaList(), multiple=True, metavar="MODULES",
+              help="Modules submissions may not import, such as torch,scipy (status uses-reference).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None, metavar="FILE",
+              help="Also write the results to FILE: a summary row per submission when it ends in .csv, the "
+                   "JSON document otherwise.")
+@click.option("--format", "fmt", type=click.Choice(reporters.FORMATS["grade"]), default=None,
+              help="Format of the summary on stdout [default: rich on a terminal, plain when piped].")
 @click.option("--show-output", is_flag=True,
-              help="Print what each submission wrote to stdout and stderr (cut to its first and last 32 KiB) "
-                   "to stderr after the summary; with --format json it is also in the document.")
+              help="Print what each submission wrote (its first and last 32 KiB) to stderr after the summary.")
 @click.option("--dtype", type=click.Choice(engine.DTYPES), default="float64", show_default=True,
-              help="dtype of the inputs the submissions get.")
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed of the random inputs.")
-@click.option("--force", is_flag=True, help="Run even when the estimated memory need exceeds what is available.")
+              help="dtype of the inputs.")
+@click.option("--seed", type=click.IntRange(min=0), default=None, metavar="INT",
+              help="Seed of the inputs [default: a fresh one each run, recorded in the output].")
+@click.option("--no-drop-privileges", is_flag=True,
+              help="When root, keep running the children as root (they are run as an unprivileged user "
+                   "of their own otherwise).")
 @click.pass_context
-def grade(ctx: click.Context, directory, layer_names, timeout, memory_limit, jobs, output, fmt, show_output,
-          dtype, seed, force, **params) -> None:
-    names = [name for group in layer_names for name in group] or ["all"]
+def grade(ctx: click.Context, directory, layer_names, quick, timeout, memory_limit, jobs, forbid, output, fmt,
+          show_output, dtype, seed, no_drop_privileges, **params) -> None:
+    check_output_path(output, "--output")
     overrides = parameter_overrides(params)
+    if quick and overrides:
+        raise click.UsageError("--quick grades at the notebook's geometry; it does not apply with layer parameters")
+    seed = secrets.randbelow(2 ** 31) if seed is None else seed
     with usage_errors():
+        from cnncheck.api import check_overrides_apply
+        from cnncheck.loading import builtin_registry
+
         submissions = grading.discover_submissions(directory)
+        registry = builtin_registry()
+        specs = registry.expand_layers(names(layer_names) or ["all"])
+        check_overrides_apply(overrides, specs, registry.layers())
+        for spec in specs:
+            spec.resolve(overrides)
         config = engine.GradcheckConfig(dtype=dtype, seed=seed)
-        # Names and parameters are checked here, against the built-in layers, before any child starts.
-        checks = engine.select_checks(_builtin_layers(), names, [], [], overrides)
-        specs = list({spec.name: spec for spec, _, _ in checks}.values())
-        memory.guard([(spec, params) for spec, _, params in checks], dtype=dtype, mode=config.mode,
-                     parallel=jobs, memory_limit=memory_limit, force=force)
-    if fmt is None:
-        fmt = "rich" if sys.stdout.isatty() else "plain"
-    stderr = sys.stderr
-    progress = stderr.isatty()
+        from cnncheck import machine
+
+        env = machine.child_thread_env(jobs) if hasattr(machine, "child_thread_env") else {}
+        protect = [os.path.abspath(directory)] + ([os.path.abspath(output)] if output else [])
+        settings = grading.GradeSettings(config, tuple(s.name for s in specs), overrides, quick, timeout,
+                                         memory_limit, tuple(n for n in names(forbid) if n), tuple(protect),
+                                         not no_drop_privileges, env)
+    fmt = fmt or reporters.default_format("grade", sys.stdout)
+    progress = sys.stderr.isatty()
     finished: dict = {}
 
-    def on_graded(result: grading.SubmissionResult) -> None:
+    def on_graded(result) -> None:
         finished[result.name] = result
         if progress:
             verdict = "passed" if result.passed else "; ".join(result.problems(60)) or "did not pass"
@@ -105,91 +123,31 @@ def grade(ctx: click.Context, directory, layer_names, timeout, memory_limit, job
     start = time.perf_counter()
     interrupted = False
     try:
-        with usage_errors():
-            grading.grade_all(submissions, config, layers=[s.name for s in specs], overrides=overrides,
-                              timeout=timeout,
-                              memory_limit=memory_limit, jobs=jobs, on_graded=on_graded)
+        grading.grade_all(submissions, settings, jobs=jobs, on_graded=on_graded)
     except KeyboardInterrupt:
         interrupted = True
     seconds = time.perf_counter() - start
     graded = [finished[s.name] for s in submissions if s.name in finished]
+    document = grading.to_document(graded, directory=directory, settings=settings, version=__version__,
+                                   interrupted=interrupted, with_output=show_output, seconds=seconds)
+    from cnncheck.report.grade import GradeSummary
 
-    document = grading.to_document(graded, directory=directory, config=config.to_dict(), version=__version__,
-                                   timeout=timeout, memory_limit=memory_limit, interrupted=interrupted,
-                                   with_output=show_output)
-    _emit(graded, document, fmt, seconds=seconds, total=len(submissions), interrupted=interrupted)
+    summary = GradeSummary(graded, document, len(submissions))
+    if fmt == "rich":
+        from rich.console import Console
+
+        console = Console(file=sys.stdout)
+        console.print(reporters.renderable("grade", summary, console.width))
+    else:
+        click.echo(reporters.render("grade", fmt, summary), nl=False)
     if output:
         grading.write_results_file(output, graded, document)
     if show_output:
+        from cnncheck.cli.gradcheck_cmd import describe_output
+
         for result in graded:
-            text = describe_output(result.name, result.output)
-            if text:
-                click.echo(text, err=True, nl=False)
+            click.echo(describe_output(result.name, result.output), err=True, nl=False)
     if interrupted:
         click.echo(f"interrupted: {len(graded)} of {len(submissions)} submissions graded", err=True)
-        ctx.exit(EXIT_INTERRUPTED)
-    ctx.exit(0 if document["passed"] else 1)
-
-
-def _builtin_layers():
-    """The built-in registry: every layer grading knows, with cnncheck's own implementations."""
-    from cnncheck.catalog import builtin_registry
-
-    return builtin_registry()
-
-
-def summary_line(graded, *, seconds: float, total: int, interrupted: bool) -> str:
-    """``GRADED 20 submissions in 25.1 s: 8 passed every layer; 12 did not: a, b, ...``."""
-    bad = [s.name for s in graded if not s.passed]
-    good = len(graded) - len(bad)
-    head = "INTERRUPTED" if interrupted else "GRADED"
-    count = f"{len(graded)} of {total}" if interrupted else f"{len(graded)}"
-    text = f"{head} {count} submissions in {seconds:.1f} s: {good} passed every layer"
-    if bad:
-        text += f"; {len(bad)} did not: {', '.join(bad)}"
-    return text
-
-
-def _rows(graded) -> list[list]:
-    return [[s.name, s.count("passed"), s.count("failed"), s.count("error"), s.count("missing"),
-             f"{s.seconds:.1f}", "; ".join(s.problems()) or "-"] for s in graded]
-
-
-def render_text(graded, fmt: str, *, seconds: float, total: int, interrupted: bool) -> str:
-    """The summary as ``plain`` or ``markdown`` text, ending with a newline."""
-    from tabulate import tabulate
-
-    summary = summary_line(graded, seconds=seconds, total=total, interrupted=interrupted)
-    if fmt == "markdown":
-        table = tabulate(_rows(graded), headers=HEADERS, tablefmt="github", disable_numparse=True)
-        return f"{table}\n\n**{summary}**\n"
-    table = tabulate(_rows(graded), headers=HEADERS, tablefmt="simple", disable_numparse=True)
-    return f"{table}\n\n{summary}\n"
-
-
-def _emit(graded, document: dict, fmt: str, *, seconds: float, total: int, interrupted: bool) -> None:
-    stdout = sys.stdout
-    if fmt == "json":
-        grading.write_json(document, stdout)
-        return
-    if fmt != "rich":
-        click.echo(render_text(graded, fmt, seconds=seconds, total=total, interrupted=interrupted), nl=False)
-        return
-    from rich.console import Console
-    from rich.table import Table
-    from rich.text import Text
-
-    table = Table(title="cnncheck grade", title_justify="left", header_style="bold")
-    for header in HEADERS:
-        numeric = header in ("passed", "failed", "errors", "missing", "seconds")
-        table.add_column(header, justify="right" if numeric else "left", no_wrap=header != "problems")
-    for sub, row in zip(graded, _rows(graded), strict=True):
-        cells = [Text(row[0], style="green" if sub.passed else "bold red")]
-        for header, value in zip(HEADERS[1:5], row[1:5], strict=True):
-            cells.append(Text(str(value), style=_VERDICT_STYLES[header] if value else "dim"))
-        cells += [row[5], "\n".join(sub.problems()) or "-"]
-        table.add_row(*cells)
-    console = Console(file=stdout)
-    console.print(table)
-    style = "bold green" if document["passed"] else "bold red"
-    console.print(Text(summary_line(graded, seconds=seconds, total=total, interrupted=interrupted), style=style))
+        ctx.exit(ExitCode.INTERRUPTED)
+    ctx.exit(ExitCode.OK if document["passed"] else ExitCode.FAILED)

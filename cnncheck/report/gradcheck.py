@@ -1,5 +1,10 @@
 """Render a :class:`~cnncheck.results.GradcheckReport`: Rich, plain, markdown, GitHub, JSON, JUnit, HTML.
 
+The screen view is one line per layer, implementation and subject (the
+forward output ``out`` and each gradient) with the worst error over the
+battery and the first failing check, then one note per failure or
+warning, then a summary line saying what a PASS covered.  JSON, JUnit,
+GitHub and markdown carry every check with its kind, geometry and status.
 Reporters only format: every number comes from the result objects.
 """
 
@@ -10,43 +15,34 @@ import json
 import os
 import xml.etree.ElementTree as ET
 
-from cnncheck.results import GradcheckReport, GradcheckResult, Status
-
-#: Formats :func:`render_text` accepts (``rich`` goes through :func:`rich_renderable`).
-TEXT_FORMATS = ("plain", "markdown", "github", "json")
+from cnncheck.results import CheckResult, GradcheckReport, Row
+from cnncheck.status import Status
 
 #: Rich style of each status.
 STATUS_STYLES = {
     Status.PASS: "bold green",
-    Status.KINK: "bold yellow",
-    Status.FAIL: "bold red",
-    Status.ERROR: "bold red",
+    Status.WARNING: "bold yellow",
     Status.NOT_IMPLEMENTED: "bold magenta",
-    Status.MUTATED: "bold red",
-    Status.TIMEOUT: "bold red",
-    Status.CRASHED: "bold red",
 }
 
-HEADERS = ("layer", "impl", "grad", "status", "rel error", "threshold", "abs error", "worst index", "mode")
+HEADERS = ("layer", "impl", "grad", "status", "error", "check")
+
+
+def _style(status) -> str:
+    return STATUS_STYLES.get(Status(status), "bold red")
 
 
 def _num(value) -> str:
-    return "-" if value is None else f"{value:.2e}"
+    return "-" if value is None else f"{value:.1e}"
 
 
-def _index(result: GradcheckResult) -> str:
-    if result.worst_index is None:
-        return "-"
-    return "(" + ", ".join(str(i) for i in result.worst_index) + ")"
+def row_cells(row: Row) -> list:
+    """The table cells of one row."""
+    return [row.layer, row.impl, row.subject, str(row.status), _num(row.error), row.check]
 
 
-def _row(result: GradcheckResult) -> list[str]:
-    return [result.layer, result.impl, result.gradient, result.status, _num(result.rel_error),
-            f"{result.threshold:.0e}", _num(result.abs_error), _index(result), result.mode]
-
-
-def _where(location: str) -> tuple[str, int | None]:
-    """(path relative to the working directory when inside it, line) of a ``file:line``."""
+def where(location: str) -> tuple:
+    """(path relative to the working directory when inside it, line or None) of a ``file:line``."""
     path, _, line = location.rpartition(":")
     if not path or not line.isdigit():
         return location, None
@@ -59,75 +55,114 @@ def _where(location: str) -> tuple[str, int | None]:
     return path, int(line)
 
 
-def _note(result: GradcheckResult, gradients: list[str] | None = None) -> str:
-    grads = ", ".join(gradients) if gradients else result.gradient
-    text = f"{result.layer}/{result.impl} {grads}: {result.status}: {result.message}"
+def describe(result: CheckResult, subjects: str | None = None) -> str:
+    """A result in one line: ``conv/layers dw: fail: gradient at pad0 (x ..., stride 1, pad 0): message [file:line]``."""
+    name = result.finding or result.kind
+    at = f" at {result.geometry}" if result.geometry else ""
+    shape = f" ({result.where})" if result.where and result.geometry not in ("notebook",) else ""
+    if result.geometry == "notebook":
+        shape = " (the course notebook's geometry)"
+    text = (f"{result.layer}/{result.impl} {subjects or result.subject}: {result.status}: {name}{at}{shape}: "
+            f"{result.message}")
     if result.location:
-        path, line = _where(result.location)
+        path, line = where(result.location)
         text += f" [{path}:{line}]" if line is not None else f" [{path}]"
     return text
 
 
-def _grouped(report: GradcheckReport) -> list[tuple[GradcheckResult, list[str]]]:
-    """Results that are not a pass, those of one implementation with one status and message together."""
+def notes(report: GradcheckReport) -> list:
+    """One line per failing row and per warning, in table order; rows failing alike share a line."""
     groups: dict = {}
+    for result in [row.failing for row in report.rows() if row.failing is not None] + list(report.warnings):
+        key = (result.layer, result.impl, result.status, result.finding, result.geometry, result.message)
+        groups.setdefault(key, [result, []])[1].append(result.subject)
+    return [describe(result, ", ".join(dict.fromkeys(subjects))) for result, subjects in groups.values()]
+
+
+def coverage(report: GradcheckReport) -> str:
+    """What the checks covered, in words: geometries, reference, protocol, ties."""
+    per_impl: dict = {}
     for r in report.results:
-        if r.status == Status.PASS:
-            continue
-        key = (r.layer, r.impl, r.status, r.message, r.location)
-        groups.setdefault(key, (r, []))[1].append(r.gradient)
-    return list(groups.values())
-
-
-def notes(report: GradcheckReport) -> list[str]:
-    """One line per problem: what happened and where (gradients sharing it named together)."""
-    return [_note(r, gradients) for r, gradients in _grouped(report)]
+        if r.geometry:
+            per_impl.setdefault((r.layer, r.impl), set()).add(r.geometry)
+    counts = sorted({len(g) for g in per_impl.values()})
+    kinds = {r.kind for r in report.results}
+    if not counts:
+        parts = ["no geometry"]
+    else:
+        span = str(counts[0]) if len(counts) == 1 else f"{counts[0]} to {counts[-1]}"
+        parts = [f"{span} geometr{'y' if counts == [1] else 'ies'} each"]
+    for kind, words in (("reference", "the reference"), ("protocol", "the call protocol"),
+                        ("subgradient", "ties and kinks")):
+        if kind in kinds:
+            parts.append(words)
+    return ", ".join(parts)
 
 
 def summary_line(report: GradcheckReport) -> str:
-    """``PASSED``/``FAILED``/``INTERRUPTED``, the count per status, and the settings."""
-    counts = {status: n for status, n in report.counts().items() if n}
-    parts = ", ".join(f"{n} {status}" for status, n in counts.items()) or "nothing checked"
-    if report.interrupted:
-        verdict = "INTERRUPTED"
+    """``PASSED``/``FAILED``/``INTERRUPTED``, how many implementations passed, and the settings."""
+    verdicts = report.verdicts()
+    failed = [f"{layer}/{impl}" for (layer, impl), row in verdicts.items() if row.failing is not None]
+    total = len(verdicts)
+    verdict = "INTERRUPTED" if report.interrupted else ("PASSED" if report.passed else "FAILED")
+    noun = "implementation" if total == 1 else "implementations"
+    if failed:
+        shown = ", ".join(failed[:4]) + (f" and {len(failed) - 4} more" if len(failed) > 4 else "")
+        text = f"{verdict}: {len(failed)} of {total} {noun} failed ({shown})"
     else:
-        verdict = "PASSED" if report.passed else "FAILED"
+        text = f"{verdict}: {total} {noun} checked against {coverage(report)}" if total else f"{verdict}: nothing checked"
+    warnings = len({(r.layer, r.impl, r.finding) for r in report.warnings})
+    if warnings:
+        text += f"; {warnings} warning{'' if warnings == 1 else 's'}" + (" (failing: --strict)" if report.strict else "")
     config = report.config
-    settings = (f"{config.get('dtype', 'float64')}, max error {report.threshold:g}, eps {config.get('eps', 0):g}, "
-                f"mode {config.get('mode', 'auto')}, seed {config.get('seed', 0)}")
-    missing = " (missing implementations allowed)" if report.allow_missing and counts.get(Status.NOT_IMPLEMENTED) \
-        else ""
-    count = len(report.results)
-    return f"{verdict}: {count} gradient{'' if count == 1 else 's'}: {parts}{missing} [{settings}]"
+    text += f" [{config.get('dtype', 'float64')}, seed {config.get('seed', 0)}]"
+    return text
 
 
-# -- text formats ------------------------------------------------------------------
+# -- text formats ---------------------------------------------------------------------------------
 def render_text(report: GradcheckReport, fmt: str = "plain") -> str:
-    """The report as text in ``plain``, ``markdown``, ``github`` or ``json``; ends with a newline."""
+    """The report in ``plain``, ``markdown``, ``github`` or ``json``; ends with a newline."""
     if fmt == "json":
         return render_json(report)
     if fmt == "github":
         return render_github(report)
+    if fmt == "junit":
+        return junit_xml(report)
     from tabulate import tabulate
 
-    rows = [_row(r) for r in report.results]
+    rows = [row_cells(r) for r in report.rows()]
     if fmt == "markdown":
-        table = tabulate(rows, headers=HEADERS, tablefmt="github", disable_numparse=True)
-        lines = [table, "", f"**{summary_line(report)}**"]
-        extra = notes(report)
-        if extra:
-            lines += [""] + [f"- {line}" for line in extra]
+        lines = [tabulate(rows, headers=HEADERS, tablefmt="github", disable_numparse=True) if rows
+                 else "(no checks)", "", f"**{summary_line(report)}**", ""]
+        lines += [f"- {line}" for line in notes(report)]
+        lines += ["", "<details><summary>Every check</summary>", "",
+                  tabulate([_check_cells(r) for r in report.results], headers=CHECK_HEADERS, tablefmt="github",
+                           disable_numparse=True), "", "</details>"]
         return "\n".join(lines) + "\n"
     if fmt != "plain":
-        raise ValueError(f"unknown format {fmt!r}; known: rich, {', '.join(TEXT_FORMATS)}")
+        raise ValueError(f"unknown format {fmt!r}")
     table = tabulate(rows, headers=HEADERS, tablefmt="simple", disable_numparse=True) if rows else "(no checks)"
-    lines = [table, ""] + notes(report) + [summary_line(report)]
+    extra = notes(report)
+    lines = [table, ""] + (extra + [""] if extra else []) + [summary_line(report)]
     return "\n".join(lines) + "\n"
 
 
+CHECK_HEADERS = ("layer", "impl", "subject", "kind", "geometry", "status", "error", "message")
+
+
+def _check_cells(r: CheckResult) -> list:
+    name = r.kind + (f" {r.finding}" if r.finding else "")
+    return [r.layer, r.impl, r.subject, name, r.geometry or "-", str(r.status), _num(r.rel_error),
+            r.message.replace("|", "\\|")]
+
+
 def render_json(report: GradcheckReport) -> str:
-    """The JSON document of ``report.to_dict()``, strict JSON (no NaN), ending with a newline."""
-    return json.dumps(report.to_dict(), indent=2, allow_nan=False) + "\n"
+    """``report.to_dict()`` as strict JSON (no NaN), ending with a newline."""
+    return json.dumps(report.to_dict(), indent=2, allow_nan=False, default=_finite) + "\n"
+
+
+def _finite(value):
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
 def _escape_data(text: str) -> str:
@@ -139,67 +174,85 @@ def _escape_property(text: str) -> str:
 
 
 def render_github(report: GradcheckReport) -> str:
-    """GitHub Actions workflow commands: one annotation per result that is not a pass, then the plain table.
-
-    Failures and errors are ``::error``; a missing implementation allowed by
-    ``--allow-missing`` is ``::warning``; a kink is ``::notice``.  Results
-    from a user file point at the file and line.
-    """
+    """GitHub Actions annotations (``::error`` for failures, ``::warning`` for warnings and allowed
+    missing layers), one per failing row and warning, pointing at the user's file, then the plain report."""
     lines = []
-    for result, gradients in _grouped(report):
-        if result.status == Status.KINK:
-            level = "notice"
-        elif report.counts_as_passed(result):
-            level = "warning"
-        else:
-            level = "error"
+    results = [row.failing for row in report.rows() if row.failing is not None]
+    results += list({(r.layer, r.impl, r.finding): r for r in report.warnings}.values())
+    for result in results:
+        level = "error" if report.fails(result) else "warning"
         props = []
         if result.location:
-            path, line = _where(result.location)
+            path, line = where(result.location)
             props.append(f"file={_escape_property(path)}")
             if line is not None:
                 props.append(f"line={line}")
-        title = f"cnncheck gradcheck {result.layer}/{result.impl} {', '.join(gradients)}: {result.status}"
+        name = result.finding or result.kind
+        title = f"cnncheck {result.layer}/{result.impl} {result.subject}: {result.status} ({name})"
         props.append(f"title={_escape_property(title)}")
-        lines.append(f"::{level} {','.join(props)}::{_escape_data(result.message or result.status)}")
+        geometry = f" at {result.geometry} ({result.where})" if result.geometry else ""
+        lines.append(f"::{level} {','.join(props)}::{_escape_data(result.message + geometry)}")
     return "\n".join(lines + [render_text(report, "plain").rstrip("\n")]) + "\n"
 
 
-# -- Rich and HTML -------------------------------------------------------------------
-def rich_renderable(report: GradcheckReport):
-    """A Rich renderable: the table, notes for anything but a pass, and the summary line."""
+# -- Rich and HTML ---------------------------------------------------------------------------------
+def rich_renderable(report: GradcheckReport, width: int | None = None):
+    """A Rich renderable: the table, a note per failure and warning, and the summary line.
+
+    At narrow widths the ``check`` column, then the ``error`` column, are
+    left out (the notes say the same); layer, implementation, subject and
+    status are never cut.
+    """
+    from rich import box
     from rich.console import Group
     from rich.table import Table
     from rich.text import Text
 
-    table = Table(title="cnncheck gradcheck", title_justify="left", header_style="bold")
-    for header in HEADERS:
-        numeric = header in ("rel error", "threshold", "abs error")
-        table.add_column(header, justify="right" if numeric else "left", no_wrap=numeric)
-    for result in report.results:
-        cells = _row(result)
-        cells[3] = Text(result.status, style=STATUS_STYLES.get(result.status, ""))
-        table.add_row(*cells)
-    parts = [table]
-    for result, gradients in _grouped(report):
-        parts.append(Text(_note(result, gradients), style=STATUS_STYLES.get(result.status, "")))
+    rows = report.rows()
+    headers = list(HEADERS)
+    cells = [row_cells(r) for r in rows]
+    if width is not None:
+        def needed(columns) -> int:
+            return sum(max([len(h)] + [len(str(c[HEADERS.index(h)])) for c in cells]) + 2
+                       for h in columns if h != "check") + (18 if "check" in columns else 0)
+        essential = ["layer", "impl", "grad", "status"]
+        for candidate in (list(HEADERS), essential + ["error"], essential):
+            if needed(candidate) <= width:
+                headers = candidate
+                break
+        else:
+            headers = essential
+    index = {h: i for i, h in enumerate(HEADERS)}
+    table = Table(box=box.SIMPLE_HEAD, header_style="bold", pad_edge=False, show_edge=False)
+    for header in headers:
+        essential_column = header in ("layer", "impl", "grad", "status", "error")
+        table.add_column(header, justify="right" if header == "error" else "left", no_wrap=essential_column,
+                         overflow="fold" if essential_column else "ellipsis",
+                         min_width=max([len(header)] + [len(str(c[index[header]])) for c in cells])
+                         if essential_column else None)
+    for row, cell in zip(rows, cells):
+        values = [cell[index[h]] for h in headers]
+        values[headers.index("status")] = Text(str(row.status), style=_style(row.status))
+        table.add_row(*values)
+    parts = [table] if rows else [Text("(no checks)")]
+    for line in notes(report):
+        status = line.split(": ", 2)[1] if line.count(": ") >= 2 else "fail"
+        parts.append(Text(line, style=_style(status) if status in {s.value for s in Status} else ""))
     verdict_style = "bold green" if report.passed else ("bold yellow" if report.interrupted else "bold red")
     parts.append(Text(summary_line(report), style=verdict_style))
     return Group(*parts)
 
 
-_HTML_COLOURS = {Status.PASS: "#1a7f37", Status.KINK: "#9a6700", Status.NOT_IMPLEMENTED: "#8250df"}
-
-
 def render_html(report: GradcheckReport) -> str:
-    """An HTML table of the report, for notebooks (``_repr_html_``)."""
+    """An HTML table of the report, for notebooks."""
     head = "".join(f"<th>{html.escape(h)}</th>" for h in HEADERS)
     body = []
-    for result in report.results:
-        cells = [html.escape(c) for c in _row(result)]
-        colour = _HTML_COLOURS.get(result.status, "#cf222e")
+    colours = {Status.PASS: "#1a7f37", Status.WARNING: "#9a6700", Status.NOT_IMPLEMENTED: "#8250df"}
+    for row in report.rows():
+        cells = [html.escape(str(c)) for c in row_cells(row)]
+        colour = colours.get(Status(row.status), "#cf222e")
         cells[3] = f'<b style="color:{colour}">{cells[3]}</b>'
-        title = f' title="{html.escape(result.message)}"' if result.message else ""
+        title = f' title="{html.escape(row.failing.message)}"' if row.failing is not None else ""
         body.append(f"<tr{title}>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     note_html = "".join(f"<li>{html.escape(line)}</li>" for line in notes(report))
     return (f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
@@ -207,50 +260,49 @@ def render_html(report: GradcheckReport) -> str:
             + f"<p><b>{html.escape(summary_line(report))}</b></p>")
 
 
-# -- JUnit XML ------------------------------------------------------------------------
+# -- JUnit XML ---------------------------------------------------------------------------------------
 def junit_xml(report: GradcheckReport) -> str:
-    """JUnit XML: one ``testcase`` per layer, implementation and gradient.
-
-    ``fail``, ``mutates-input`` and (without ``--allow-missing``)
-    ``not-implemented`` are failures; ``error``, ``timeout`` and ``crashed``
-    are errors; an allowed ``not-implemented`` is skipped; a kink passes with
-    its note in ``system-out``.
-    """
+    """JUnit XML: one ``testcase`` per check (layer and implementation as the class, subject, kind and
+    geometry as the name).  Failing checks are failures; errors, timeouts, crashes and internal errors
+    are errors; an allowed ``not-implemented`` is skipped; warnings pass with their message in
+    ``system-out`` (failures with ``--strict``)."""
     results = report.results
     failures = errors = skipped = 0
     suite = ET.Element("testsuite", name="cnncheck.gradcheck")
-    shares: dict = {}
+    counts: dict = {}
     for result in results:
-        shares[(result.layer, result.impl)] = shares.get((result.layer, result.impl), 0) + 1
+        counts[(result.layer, result.impl)] = counts.get((result.layer, result.impl), 0) + 1
     for result in results:
-        # An implementation's time is shared by its gradients.
-        seconds = result.seconds / shares[(result.layer, result.impl)]
+        seconds = result.seconds / counts[(result.layer, result.impl)]
+        name = f"{result.subject} {result.kind}" + (f" {result.finding}" if result.finding else "") + \
+            (f" @{result.geometry}" if result.geometry else "")
         case = ET.SubElement(suite, "testcase", classname=f"cnncheck.gradcheck.{result.layer}.{result.impl}",
-                             name=result.gradient, time=f"{seconds:.6f}")
+                             name=name, time=f"{seconds:.6f}")
         if result.location:
-            path, line = _where(result.location)
+            path, line = where(result.location)
             case.set("file", path)
             if line is not None:
                 case.set("line", str(line))
-        message = f"{result.status}: {result.message}" if result.message else result.status
-        if result.status in (Status.ERROR, Status.TIMEOUT, Status.CRASHED):
+        message = f"{result.status}: {result.message}" if result.message else str(result.status)
+        if result.status in (Status.ERROR, Status.TIMEOUT, Status.CRASHED, Status.INTERNAL_ERROR):
             errors += 1
-            node = ET.SubElement(case, "error", message=message, type=result.status)
+            node = ET.SubElement(case, "error", message=message, type=str(result.status))
             node.text = result.traceback or result.message
         elif result.status == Status.NOT_IMPLEMENTED and report.allow_missing:
             skipped += 1
             ET.SubElement(case, "skipped", message=message)
-        elif not result.passed:
+        elif report.fails(result):
             failures += 1
-            node = ET.SubElement(case, "failure", message=message, type=result.status)
+            node = ET.SubElement(case, "failure", message=message, type=str(result.status))
             node.text = _detail(result)
-        elif result.status == Status.KINK:
+        elif result.status == Status.WARNING:
             ET.SubElement(case, "system-out").text = message
     suite.set("tests", str(len(results)))
     suite.set("failures", str(failures))
     suite.set("errors", str(errors))
     suite.set("skipped", str(skipped))
-    suite.set("time", f"{_total_seconds(results):.6f}")
+    seconds = sum({(r.layer, r.impl): r.seconds for r in results}.values())
+    suite.set("time", f"{seconds:.6f}")
     root = ET.Element("testsuites", name="cnncheck", tests=str(len(results)), failures=str(failures),
                       errors=str(errors), skipped=str(skipped))
     root.append(suite)
@@ -258,22 +310,15 @@ def junit_xml(report: GradcheckReport) -> str:
     return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
 
 
-def _detail(result: GradcheckResult) -> str:
+def _detail(result: CheckResult) -> str:
     lines = [result.message]
+    if result.geometry:
+        lines.append(f"geometry {result.geometry}: {result.where}")
     if result.rel_error is not None:
-        lines.append(f"rel error {result.rel_error:.3e} (threshold {result.threshold:g}), "
-                     f"abs error {result.abs_error:.3e}")
+        lines.append(f"error {result.rel_error:.3e} (threshold {result.threshold:g}), abs error {result.abs_error:.3e}")
     if result.worst_index is not None:
-        lines.append(f"worst index {list(result.worst_index)}: analytic {result.analytic!r}, "
-                     f"numeric {result.numeric!r}")
+        lines.append(f"worst at {result.subject}{list(result.worst_index)}: got {result.got!r}, "
+                     f"expected {result.expected!r}")
     if result.traceback:
         lines.append(result.traceback)
     return "\n".join(lines)
-
-
-def _total_seconds(results) -> float:
-    """Wall time of the run: each implementation's seconds counted once."""
-    seen = {}
-    for result in results:
-        seen[(result.layer, result.impl)] = result.seconds
-    return sum(seen.values())
