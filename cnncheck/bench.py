@@ -1,55 +1,62 @@
-"""Timing harness of ``cnncheck bench``: warm up, calibrate, repeat, compare with a baseline.
+"""The engine of ``cnncheck bench``: check, compare and time implementations, one row per direction.
 
-One *measurement* times one direction of one implementation:
+For every implementation of a layer (the baseline first) and each
+direction, forward then backward:
 
-1. a warm-up call, whose result is kept (the forward output and cache, or
-   the gradients) for the agreement check and the backward pass;
-2. calibration: fast calls are grouped ``loops`` at a time so one run lasts
-   at least :data:`ROUND_TIME` seconds, well above the clock's resolution;
-3. timed runs with the clock (``time.perf_counter`` unless one is
-   injected) until at least ``repeat`` runs *and* ``min_time`` seconds of
-   runs are done.  Each run gives seconds per call (run time / loops).
+1. **check**: one call through :class:`cnncheck.calls.Caller`, so whatever
+   the code under test does (raise, ``sys.exit``, return None, a list, a
+   masked array, ints, NaN, the wrong shape) gets the status and the words
+   ``gradcheck`` gives it (:mod:`cnncheck.boundary`).  The backward call
+   uses the cache of this forward call;
+2. **compare**: the output (forward) or the gradients (backward) against
+   the baseline's, with :func:`difference` (the course notebook's
+   ``rel_error``) held to ``max_diff``;
+3. **time**: the session's ``time`` request runs
+   :func:`cnncheck.runner.measure` next to the code under test (in the child
+   process of a user module): a warm-up call, calls grouped so that one run
+   lasts :data:`ROUND_TIME`, then runs until ``repeat`` runs and ``min_time``
+   seconds, no new run once ``max_seconds`` of runs are spent (*limited*).
+   When the checking call alone took :data:`REUSE_FRACTION` of
+   ``max_seconds`` or more (the naive convolution at the notebook's sizes),
+   a second call could not fit in the budget anyway: that call is the one
+   timed run and the row is limited, so a slow implementation costs one
+   call per direction rather than three.
 
-``max_seconds`` bounds the timed part of one measurement (calibration and
-runs; the warm-up is not counted, so a first call that imports a library
-does not cut the runs short): there is always one timed run, and before each
-further run that would end past the budget the measurement stops, with fewer
-runs, and is marked ``limited``.  The backward pass is timed on its own,
-every call reusing the cache of one forward call.
-
-:func:`run_bench` measures every implementation of every case, the baseline
-first, and turns the figures into :class:`~cnncheck.results.BenchResult`
-rows: speedups and :func:`difference` (the course notebook's ``rel_error``) against
-the baseline, GFLOP/s and percent of the GEMM peak where the spec counts
-flops, GB/s where it counts bytes.  Whatever an implementation raises or
-returns is captured here and becomes an ``error`` row; it never ends the
-run.  Nothing here prints: progress goes to an optional callback.
+A session that dies, hangs past its timeout or answers out of protocol
+gives the row (and the implementation's remaining rows) ``crashed``,
+``timeout`` or ``protocol-error``; the run goes on with the next
+implementation.  Rows come out one by one (:func:`iter_bench`), so a
+caller that is interrupted keeps those that finished.  Nothing here prints
+or loads code: the caller hands over what :func:`cnncheck.loading.load`
+returned and the (spec, implementation) pairs it selected.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from cnncheck import boundary
+from cnncheck.boundary import Problem, ProtocolViolation, Refused
+from cnncheck.calls import Caller
 from cnncheck.errors import CnnCheckError
 from cnncheck.gradient_check import rel_error
-from cnncheck.results import BenchConfig, BenchResult, BenchStatus
+from cnncheck.results import BenchConfig, BenchReport, BenchResult, BenchStatus
 from cnncheck.specs import Impl, LayerSpec
 from cnncheck.stats import Stats
-from cnncheck.sweep import Sweep, apply_value
+from cnncheck.status import Status, severity
+from cnncheck.sweep import Sweep, apply_value, sweep_names
 
-#: Seconds one timed run should last at least; fast calls are looped to reach it.
+#: Seconds one timed run should last at least; fast calls are grouped to reach it.
 ROUND_TIME = 1e-3
-#: Most calls grouped into one run.
-MAX_LOOPS = 100_000
-#: Most calibration rounds before the loop count is accepted.
-MAX_CALIBRATION_ROUNDS = 5
+
+#: A checking call that took this fraction of ``max_seconds`` or more is the one timed run.
+REUSE_FRACTION = 0.5
 
 #: Default --max-diff per dtype: the largest :func:`difference` against the
 #: baseline that still counts as agreement.
@@ -63,109 +70,38 @@ FORWARD = "forward"
 BACKWARD = "backward"
 DIRECTIONS = (FORWARD, BACKWARD)
 
-#: Progress callback: ``progress(done, total, label)``, called before each
-#: measurement (``done`` measurements finished of ``total``) and once at the end.
+#: ``schema_version`` of the JSON document (``cnncheck/schemas/bench.schema.json``).
+SCHEMA_VERSION = 2
+
+#: Progress callback: ``progress(done, total, label)``, called before each row
+#: (``done`` rows finished of ``total``) and once at the end with label "".
 ProgressCallback = Callable[[int, int, str], None]
 
 
 @dataclass(frozen=True)
-class Measurement:
-    """The timed runs of one callable.
+class BenchRun(BenchReport):
+    """A :class:`~cnncheck.results.BenchReport` that also says whether Ctrl-C cut the run short.
 
     Attributes
     ----------
-    times : tuple of float
-        Seconds per call, one per run.
-    loops : int
-        Calls per run.
-    limited : bool
-        Stopped by ``max_seconds`` before ``repeat`` runs and ``min_time``.
-    warmup : float
-        Seconds of the warm-up call.
-    elapsed : float
-        Seconds of the whole measurement, warm-up and calibration included.
-    value : object
-        What the warm-up call returned.
+    interrupted : bool
+        The run stopped before every row was measured; ``results`` holds the
+        rows that finished, and the run does not pass.
     """
 
-    times: tuple
-    loops: int
-    limited: bool
-    warmup: float
-    elapsed: float
-    value: Any = None
+    interrupted: bool = False
 
     @property
-    def stats(self) -> Stats:
-        """:class:`Stats` of :attr:`times`."""
-        return Stats.from_times(self.times)
+    def passed(self) -> bool:
+        return super().passed and not self.interrupted
 
-
-def measure(fn: Callable[[], Any], *, repeat: int = 5, min_time: float = 0.5,
-            max_seconds: float | None = None, clock: Callable[[], float] = time.perf_counter,
-            round_time: float = ROUND_TIME) -> Measurement:
-    """Warm up, calibrate and time ``fn()``.
-
-    Parameters
-    ----------
-    fn : callable() -> object
-        Called with no arguments; exceptions propagate.
-    repeat : int
-        Least number of timed runs, >= 1.
-    min_time : float
-        Least total seconds of timed runs, >= 0.
-    max_seconds : float or None
-        Budget for calibration and timed runs, warm-up excluded (see the
-        module docstring); None for none.
-    clock : callable() -> float
-        Seconds, monotonic.
-    round_time : float
-        Seconds one run should last at least.
-
-    Returns
-    -------
-    Measurement
-    """
-    if repeat < 1:
-        raise CnnCheckError(f"repeat must be >= 1, got {repeat}")
-    if min_time < 0:
-        raise CnnCheckError(f"min_time must be >= 0, got {min_time}")
-    if max_seconds is not None and max_seconds <= 0:
-        raise CnnCheckError(f"max_seconds must be > 0, got {max_seconds}")
-
-    start = clock()
-    value = fn()
-    warmup = clock() - start
-    budget_start = clock()
-
-    loops, per_call = 1, warmup
-    for _ in range(MAX_CALIBRATION_ROUNDS):
-        if per_call * loops >= round_time or loops >= MAX_LOOPS:
-            break
-        loops = min(MAX_LOOPS, max(2 * loops, math.ceil(round_time / max(per_call, 1e-9))))
-        t0 = clock()
-        for _ in range(loops):
-            fn()
-        per_call = (clock() - t0) / loops
-
-    times: list[float] = []
-    timed = 0.0
-    limited = False
-    while len(times) < repeat or timed < min_time:
-        if max_seconds is not None and times:
-            expected = timed / len(times)
-            if clock() - budget_start + expected > max_seconds:
-                limited = True
-                break
-        t0 = clock()
-        for _ in range(loops):
-            fn()
-        run = clock() - t0
-        times.append(run / loops)
-        timed += run
-        if timed <= 0 and len(times) >= repeat:
-            break  # a clock that does not advance: more runs would change nothing
-    return Measurement(tuple(times), loops, limited, warmup, clock() - start, value)
+    def to_dict(self) -> dict[str, Any]:
+        """The documented JSON document, with ``interrupted``."""
+        data = super().to_dict()
+        data["schema_version"] = SCHEMA_VERSION
+        data["interrupted"] = self.interrupted
+        data["passed"] = self.passed
+        return data
 
 
 @dataclass(frozen=True)
@@ -176,76 +112,93 @@ class BenchCase:
     ----------
     spec : LayerSpec
     impls : tuple of Impl
-        The baseline (when present) first, then the others in the order asked.
+        The baseline (when it runs) first, then the others in the order selected.
     params : dict
-        Resolved parameters.
+        Resolved bench parameters.
+    baseline : str or None
+        Name of the implementation the others are compared with; None when
+        it does not run for this layer.
     sweep_value : int or None
     """
 
     spec: LayerSpec
     impls: tuple
     params: dict
+    baseline: str | None = None
     sweep_value: int | None = None
 
 
-def select_pairs(registry, layers: Sequence[str], impls: Sequence[str] = (), modules: Sequence = (), *,
-                 baseline: str = "naive", check_baseline: bool = False) -> list[tuple[LayerSpec, Impl]]:
-    """The (spec, impl) pairs a bench run times.
+def directions(spec: LayerSpec) -> tuple:
+    """The directions timed for ``spec``: forward and backward, or forward alone for a loss."""
+    return (FORWARD,) if spec.protocol == "loss" else DIRECTIONS
+
+
+# -- planning -------------------------------------------------------------------------------------
+def baseline_for(spec: LayerSpec, baseline: str | None) -> str | None:
+    """The baseline's name for ``spec``: ``baseline`` when given, else the spec's reference."""
+    return baseline or spec.reference
+
+
+def add_baselines(registry, pairs: Sequence[tuple], baseline: str | None = None) -> list[tuple]:
+    """``pairs`` with each layer's baseline added where it is registered and not already selected.
 
     Parameters
     ----------
     registry : Registry
-    layers : sequence of str
-        Layer names; empty or ``"all"`` means every layer.
-    impls : sequence of str
-        Implementation names.  Empty: every implementation, or with
-        ``modules`` the user modules' implementations plus the baseline;
-        ``"all"`` among them: every implementation.
-    modules : sequence
-        The user modules loaded into ``registry``.
-    baseline : str
-    check_baseline : bool
-        Refuse a ``baseline`` that no selected layer has (for a baseline the
-        user named).
+    pairs : sequence of (LayerSpec, Impl)
+    baseline : str, optional
+        ``--baseline``; None: each layer's reference.
+
+    Returns
+    -------
+    list of (LayerSpec, Impl)
+        The added baselines go first within their layer.  A layer whose
+        selected implementations are all missing (a user module that does
+        not define it) gets none: there is nothing to compare.
+    """
+    out: list = []
+    specs = {spec.name: spec for spec, _ in pairs}
+    for spec in specs.values():
+        chosen = [impl for s, impl in pairs if s.name == spec.name]
+        name = baseline_for(spec, baseline)
+        runnable = any(not impl.missing for impl in chosen)
+        if name and runnable and not any(impl.name == name for impl in chosen):
+            extra = next((i for i in registry.impls(spec.name) if i.name == name), None)
+            if extra is not None:
+                chosen.insert(0, extra)
+        out.extend((spec, impl) for impl in chosen)
+    return out
+
+
+def check_baseline(registry, specs: Iterable[LayerSpec], baseline: str) -> None:
+    """Refuse a ``--baseline`` that none of ``specs`` has.
 
     Raises
     ------
     CnnCheckError
-        Unknown layer, implementation or baseline.
+        Naming what the layers have, or the extra to install (``torch``).
     """
-    from cnncheck.plugins import user_impls
-
-    layers = list(layers) or ["all"]
-    specs = registry.expand_layers(layers)
-    if check_baseline:
-        known = sorted({impl.name for spec in specs for impl in registry.impls(spec.name)})
-        if baseline not in known:
-            raise CnnCheckError(f"unknown --baseline {baseline!r}; the selected layers have: {', '.join(known)}")
-    if impls and "all" not in impls:
-        return registry.select([s.name for s in specs], impls)
-    if modules and not impls:
-        pairs = []
-        for spec in specs:
-            chosen = [i for i in registry.impls(spec.name) if i.name == baseline]
-            chosen += [i for i in user_impls(registry, spec.name, modules) if i.name != baseline]
-            pairs.extend((spec, impl) for impl in chosen)
-        return pairs
-    return [(spec, impl) for spec in specs for impl in registry.impls(spec.name)]
+    specs = list(specs)
+    known = sorted({impl.name for spec in specs for impl in registry.impls(spec.name)})
+    if baseline in known:
+        return
+    for (layer, name), extra in registry.unavailable.items():
+        if name == baseline and any(spec.name == layer for spec in specs):
+            raise CnnCheckError(f"--baseline {baseline} needs {extra}")
+    raise CnnCheckError(f"unknown --baseline {baseline!r}; the selected layers have: {', '.join(known)}")
 
 
-def plan_cases(pairs: Iterable[tuple[LayerSpec, Impl]], *, overrides: Mapping[str, Any] | None = None,
-               baseline: str = "naive", sweep: Sweep | None = None) -> list[BenchCase]:
+def plan_cases(pairs: Iterable[tuple], *, overrides: Mapping[str, Any] | None = None,
+               baseline: str | None = None, sweep: Sweep | None = None) -> list[BenchCase]:
     """Group (spec, impl) pairs by layer and resolve each layer's bench parameters.
 
     Parameters
     ----------
     pairs : iterable of (LayerSpec, Impl)
-        As :meth:`Registry.select` returns them.
     overrides : mapping, optional
-        Layer parameters from the command line (merged into each spec's
-        ``bench_defaults``).
-    baseline : str
-        Implementation name to put first in each case.
+        Layer parameters given (each layer takes those it has).
+    baseline : str, optional
+        ``--baseline``; None: each layer's reference.
     sweep : Sweep, optional
         One case per layer and sweep value.
 
@@ -256,167 +209,66 @@ def plan_cases(pairs: Iterable[tuple[LayerSpec, Impl]], *, overrides: Mapping[st
     Raises
     ------
     CnnCheckError
-        Invalid parameters, a parameter no selected layer takes, or a sweep
-        that does not apply to a layer.
+        Invalid parameters, or a sweep that does not apply to a layer.
     """
-    layers: dict[str, tuple[LayerSpec, list[Impl]]] = {}
+    layers: dict[str, tuple] = {}
     for spec, impl in pairs:
         layers.setdefault(spec.name, (spec, []))[1].append(impl)
-    given = {k: v for k, v in (overrides or {}).items() if v is not None}
-    for key in given:
-        if layers and not any(key in spec.params for spec, _ in layers.values()):
-            raise CnnCheckError(f"--{key.replace('_', '-')} does not apply to "
-                                f"{', '.join(layers)}")
     cases = []
     for spec, impls in layers.values():
-        ordered = tuple(sorted(impls, key=lambda i: i.name != baseline))
+        name = baseline_for(spec, baseline)
+        runs = name if any(impl.name == name for impl in impls) else None
+        ordered = tuple(sorted(impls, key=lambda impl: impl.name != runs))
         params = spec.resolve(overrides, purpose="bench")
         if sweep is None:
-            cases.append(BenchCase(spec, ordered, params))
-        else:
-            for value in sweep.values:
-                cases.append(BenchCase(spec, ordered, apply_value(spec, params, sweep.param, value), value))
+            cases.append(BenchCase(spec, ordered, params, runs))
+            continue
+        if sweep.param not in sweep_names(spec):
+            raise CnnCheckError(f"--sweep {sweep.param} does not apply to {spec.name}; it takes "
+                                f"{', '.join(sweep_names(spec))}")
+        for value in sweep.values:
+            cases.append(BenchCase(spec, ordered, apply_value(spec, params, sweep.param, value), runs, value))
     return cases
 
 
-def check_plan(cases: Sequence[BenchCase], config: BenchConfig) -> None:
+def compared(cases: Sequence[BenchCase]) -> bool:
+    """True when some case times its baseline next to another implementation."""
+    return any(case.baseline is not None and len(case.impls) > 1 for case in cases)
+
+
+def check_plan(cases: Sequence[BenchCase], config: BenchConfig, *, max_diff_given: bool = False) -> None:
     """Refuse a plan that cannot do what the config asks.
 
     Raises
     ------
     CnnCheckError
-        Nothing to run, or ``min_speedup`` without any case holding the
-        baseline next to another implementation.
+        Nothing to run; ``min_speedup`` (or a ``max_diff`` given) without
+        any layer timing its baseline next to another implementation.
     """
     if not cases or not any(case.impls for case in cases):
         raise CnnCheckError("nothing to benchmark: no implementation of the selected layers was chosen")
-    if config.min_speedup is not None:
-        comparable = [c for c in cases if len(c.impls) > 1 and c.impls[0].name == config.baseline]
-        if not comparable:
-            raise CnnCheckError(
-                f"--min-speedup needs the baseline {config.baseline!r} and another implementation of the "
-                f"same layer; add {config.baseline} to --impl or choose --baseline"
-            )
+    if compared(cases):
+        return
+    what = config.baseline or "reference"
+    for option, given in (("--min-speedup", config.min_speedup is not None), ("--max-diff", max_diff_given)):
+        if given:
+            raise CnnCheckError(f"{option} needs a baseline timed next to another implementation of the same "
+                                f"layer, and no layer has its {what} in this run; add it to --impl")
 
 
 def planned_keys(cases: Sequence[BenchCase], dtype: str) -> list[dict]:
-    """What identifies each row the plan will produce, in the JSON form ``--compare`` matches on.
-
-    Returns
-    -------
-    list of dict
-        ``layer``, ``direction``, ``impl``, ``sweep_value``, ``params``, ``dtype``.
-    """
+    """What identifies each row the plan will produce, in the JSON form ``--compare`` matches on."""
     keys = []
     for case in cases:
         params = dict(case.params)
         for impl in case.impls:
-            for direction in DIRECTIONS:
+            for direction in directions(case.spec):
                 keys.append({"layer": case.spec.name, "direction": direction, "impl": impl.name,
                              "sweep_value": case.sweep_value, "params": params, "dtype": dtype})
     return keys
 
 
-class _ImplFailed(Exception):
-    """What the implementation under test raised, wrapped so only its errors are captured."""
-
-    def __init__(self, where: str, exc: BaseException) -> None:
-        super().__init__(f"{where} raised {type(exc).__name__}: {exc}")
-        self.status = BenchStatus.NOT_IMPLEMENTED if isinstance(exc, NotImplementedError) else BenchStatus.ERROR
-
-
-def _guarded(fn: Callable[[], Any], where: str) -> Callable[[], Any]:
-    def call():
-        try:
-            return fn()
-        except Exception as exc:  # the code under test: becomes an error row, never a crash
-            raise _ImplFailed(where, exc) from exc
-    return call
-
-
-@dataclass
-class _Timed:
-    """One measurement's outcome before the baseline comparison."""
-
-    direction: str
-    status: str = BenchStatus.OK
-    message: str = ""
-    measurement: Measurement | None = None
-    outputs: dict | None = None   # name -> ndarray, for the agreement check
-
-
-def _check_forward(value, expected_shape) -> tuple[str, Any, Any]:
-    """(problem, out, cache) from what a forward call returned."""
-    if not isinstance(value, tuple) or len(value) != 2:
-        return f"forward returned {type(value).__name__}, expected a tuple (out, cache)", None, None
-    out, cache = value
-    out = np.asarray(out)
-    if out.shape != tuple(expected_shape):
-        return f"forward output has shape {out.shape}, expected {tuple(expected_shape)}", None, None
-    return "", out, cache
-
-
-def _check_backward(value, spec: LayerSpec, arrays: Mapping[str, np.ndarray]) -> tuple[str, str, dict | None]:
-    """(status, problem, gradients by name) from what a backward call returned."""
-    if value is None:
-        return BenchStatus.NOT_IMPLEMENTED, "backward returned None", None
-    grads = value if isinstance(value, (tuple, list)) else (value,)
-    if len(grads) != len(spec.grads):
-        expected = ", ".join("d" + g for g in spec.grads)
-        problem = f"backward returned {len(grads)} gradient(s), expected {len(spec.grads)} ({expected})"
-        return BenchStatus.ERROR, problem, None
-    named = {}
-    for name, grad in zip(spec.grads, grads):
-        if grad is None:
-            return BenchStatus.NOT_IMPLEMENTED, f"backward returned None for d{name}", None
-        grad = np.asarray(grad)
-        if grad.shape != arrays[name].shape:
-            return BenchStatus.ERROR, f"d{name} has shape {grad.shape}, expected {arrays[name].shape}", None
-        named["d" + name] = grad
-    return BenchStatus.OK, "", named
-
-
-def _time_impl(case: BenchCase, impl: Impl, sample, config: BenchConfig, clock,
-               tick: Callable[[str], None]) -> tuple[_Timed, _Timed]:
-    """Measure forward, then backward from the warm-up forward's cache."""
-    spec = case.spec
-    args = sample.args()
-    timing = {"repeat": config.repeat, "min_time": config.min_time, "max_seconds": config.max_seconds,
-              "clock": clock}
-
-    tick(FORWARD)
-    forward = _Timed(FORWARD)
-    backward = _Timed(BACKWARD)
-    try:
-        forward.measurement = measure(_guarded(lambda: impl.forward(*args), "forward"), **timing)
-    except _ImplFailed as exc:
-        forward.status, forward.message = exc.status, str(exc)
-    if forward.status == BenchStatus.OK:
-        problem, out, cache = _check_forward(forward.measurement.value, spec.output_shape(case.params))
-        forward.measurement = dataclasses.replace(forward.measurement, value=None)
-        if problem:
-            forward.status, forward.message = BenchStatus.ERROR, problem
-        else:
-            forward.outputs = {"out": out}
-
-    tick(BACKWARD)
-    if forward.status != BenchStatus.OK:
-        backward.status = forward.status
-        backward.message = "not timed: the forward pass " + (
-            "is not implemented" if forward.status == BenchStatus.NOT_IMPLEMENTED else "failed")
-        return forward, backward
-    dout = sample.dout
-    try:
-        backward.measurement = measure(_guarded(lambda: impl.backward(dout, cache), "backward"), **timing)
-    except _ImplFailed as exc:
-        backward.status, backward.message = exc.status, str(exc)
-        return forward, backward
-    status, problem, grads = _check_backward(backward.measurement.value, spec, sample.arrays)
-    backward.measurement = dataclasses.replace(backward.measurement, value=None)
-    backward.status, backward.message, backward.outputs = status, problem, grads
-    return forward, backward
-
-
+# -- agreement ---------------------------------------------------------------------------------------
 def difference(a, b, dtype="float64") -> float:
     """How far two outputs of one layer are apart: the course notebook's ``rel_error``, made sound for float32.
 
@@ -453,142 +305,304 @@ def difference(a, b, dtype="float64") -> float:
     return float(np.max(np.abs(x - y) / np.maximum(floor, np.abs(x) + np.abs(y))))
 
 
-def _differences(outputs: dict, reference: dict, dtype: str) -> dict:
-    return {name: difference(outputs[name], reference[name], dtype) for name in reference}
+# -- measuring one implementation ---------------------------------------------------------------------
+@dataclass
+class _Measured:
+    """One direction of one implementation before it becomes a row."""
+
+    direction: str
+    status: str = BenchStatus.OK
+    message: str = ""
+    warnings: list = field(default_factory=list)
+    outputs: dict | None = None     # "out" or "dx", "dw"...: float64 arrays for the agreement check
+    times: tuple = ()
+    loops: int = 1
+    limited: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.status == BenchStatus.OK
+
+    def fail(self, status, message: str) -> None:
+        self.status, self.message = str(status), message
 
 
-def _row(case: BenchCase, impl: Impl, timed: _Timed, base: _Timed | None, baseline_name: str,
-         config: BenchConfig, peak_gflops: float | None) -> BenchResult:
-    """Turn one measurement into a result row, compared with the baseline's."""
+class _Bencher:
+    """Checks and times one implementation of one case, direction by direction."""
+
+    def __init__(self, loaded, case: BenchCase, impl: Impl, sample, config: BenchConfig) -> None:
+        self.case = case
+        self.impl = impl
+        self.sample = sample
+        self.config = config
+        self.session = loaded.session(impl) if not impl.missing else None
+        self.problems = list(loaded.problems.get(impl.source, ()))
+        self.caller = Caller(self.session, case.spec, impl, config.dtype) if self.session is not None else None
+        self.forward = None
+        self.handles: list = []
+        self.ended: _Measured | None = None     # what stopped the implementation: later rows inherit it
+
+    def measure(self, direction: str) -> _Measured:
+        from cnncheck.session import InternalError, SessionFailure
+
+        m = _Measured(direction)
+        if self.impl.missing:
+            m.fail(Status.NOT_IMPLEMENTED, self.impl.missing)
+            return m
+        if self.problems:
+            worst = max(self.problems, key=lambda p: severity(p.status))
+            m.fail(worst.status, worst.message)
+            return m
+        if self.ended is not None:
+            missing = self.ended.status == Status.NOT_IMPLEMENTED
+            m.fail(self.ended.status, "not timed: the forward pass " + ("is not implemented" if missing else "failed"))
+            return m
+        self.session.begin()
+        try:
+            if direction == FORWARD:
+                self._forward(m)
+            else:
+                self._backward(m)
+        except SessionFailure as failure:
+            m.fail(failure.status, failure.message)
+            self.handles = []     # the child and what it held are gone
+        except ProtocolViolation as exc:
+            self.session.close()
+            self.handles = []
+            m.fail(Status.PROTOCOL_ERROR, f"the child answered out of protocol ({exc})")
+        except InternalError as exc:
+            self.session.close()
+            self.handles = []
+            m.fail(Status.INTERNAL_ERROR, f"internal error: {exc}")
+        if m.ok and self.caller.flags:
+            worst = max(self.caller.flags, key=lambda p: severity(p.status))
+            m.fail(worst.status, worst.message)
+        if not m.ok and self.ended is None:
+            self.ended = m
+        return m
+
+    def close(self) -> None:
+        """Let the session forget the calls kept for the backward pass."""
+        from cnncheck.session import SessionFailure
+
+        if self.handles and self.ended is None:
+            try:
+                self.caller.drop(*self.handles)
+            except (SessionFailure, ProtocolViolation):
+                pass   # the next implementation of this session finds out again
+        self.handles = []
+
+    # -- the two directions ---------------------------------------------------------------------
+    def _forward(self, m: _Measured) -> None:
+        start = time.perf_counter()
+        try:
+            forward = self.caller.forward(self.sample, self.case.params)
+        except Refused as refused:
+            m.fail(refused.problem.status, refused.problem.message)
+            return
+        first = time.perf_counter() - start
+        self.forward = forward
+        self.handles.append(forward.handle)
+        m.warnings.extend(forward.warnings)
+        m.outputs = {"out": forward.out.astype(np.float64)}
+        self._time(m, self.impl.forward, self.caller.arguments(self.sample), first, "forward")
+
+    def _backward(self, m: _Measured) -> None:
+        dout = self.sample.dout
+        start = time.perf_counter()
+        try:
+            backward = self.caller.backward(self.forward, dout, self.sample)
+        except Refused as refused:
+            m.fail(refused.problem.status, refused.problem.message)
+            return
+        first = time.perf_counter() - start
+        self.handles.append(backward.handle)
+        problems = [v for v in backward.grads.values() if isinstance(v, Problem)]
+        if problems:
+            worst = max(problems, key=lambda p: severity(p.status))
+            m.fail(worst.status, worst.message)
+            return
+        m.outputs = {}
+        for name in self.case.spec.grads:
+            grad, warnings = backward.grads[name]
+            m.warnings.extend(warnings)
+            m.outputs["d" + name] = grad.astype(np.float64)
+        args = [{"value": dout}, {"ref": [self.forward.handle, "result", 1]}]
+        self._time(m, self.impl.backward, args, first, "backward")
+
+    def _time(self, m: _Measured, fn: str, args: list, first: float, what: str) -> None:
+        """Time ``fn`` on ``args`` with the session's ``time`` request, or reuse a slow checking call."""
+        config = self.config
+        if config.max_seconds is not None and first >= REUSE_FRACTION * config.max_seconds:
+            m.times, m.loops = (first,), 1
+            m.limited = config.repeat > 1 or first < config.min_time
+            return
+        response = self.session.request({"op": "time", "fn": fn, "args": args, "repeat": config.repeat,
+                                         "min_time": config.min_time, "max_seconds": config.max_seconds,
+                                         "round_time": ROUND_TIME})
+        if not isinstance(response, dict):
+            raise ProtocolViolation("the timing answer is not a dict")
+        for problem in boundary.refusals(response.get("refused", [])) + \
+                boundary.replacements(response.get("replaced", [])):
+            if problem not in self.caller.flags:
+                self.caller.flags.append(problem)
+        if response.get("raised") is not None:
+            problem = boundary.raised(f"{what} (while timing)", response["raised"])
+            m.fail(problem.status, problem.message)
+            return
+        times = boundary.field(response, "times", list)
+        loops = boundary.field(response, "loops", int)
+        limited = boundary.field(response, "limited", bool)
+        if not times or loops < 1 or not all(isinstance(t, float) and math.isfinite(t) and t >= 0 for t in times):
+            raise ProtocolViolation("the timing answer is malformed")
+        m.times, m.loops, m.limited = tuple(times), loops, limited
+
+
+# -- rows ---------------------------------------------------------------------------------------------
+def _warning_text(warnings: list) -> str:
+    messages = list(dict.fromkeys(w.message for w in warnings))
+    return "warning: " + "; ".join(messages) if messages else ""
+
+
+def _row(case: BenchCase, impl: Impl, m: _Measured, base: _Measured | None, config: BenchConfig,
+         peak_gflops: float | None) -> BenchResult:
+    """One measurement as a result row, compared with the baseline's."""
     spec, params = case.spec, case.params
-    index = DIRECTIONS.index(timed.direction)
-    itemsize = np.dtype(config.dtype).itemsize
-    flops = spec.flops(params)
-    moved = spec.bytes_moved(params, itemsize)
-    flops = None if flops is None else int(flops[index])
-    moved = None if moved is None else int(moved[index])
-    row = BenchResult(
-        layer=spec.name, direction=timed.direction, impl=impl.name, backend=impl.backend,
-        params=dict(params), dtype=config.dtype, status=timed.status, message=timed.message,
-        flops=flops, bytes=moved, max_diff=config.max_diff, sweep_value=case.sweep_value,
-        is_baseline=impl.name == baseline_name,
-    )
-    m = timed.measurement
-    if m is None or not m.times:
-        return row
-    stats = m.stats
-    changes: dict[str, Any] = {"stats": stats, "loops": m.loops, "limited": m.limited}
+    index = DIRECTIONS.index(m.direction)
+    flops = spec.flops(params)[index] if spec.flops is not None else None
+    moved = spec.bytes(params, np.dtype(config.dtype).itemsize)[index] if spec.bytes is not None else None
+    is_baseline = impl.name == case.baseline
+    fields: dict[str, Any] = dict(
+        layer=spec.name, direction=m.direction, impl=impl.name, backend=impl.backend, params=dict(params),
+        dtype=config.dtype, status=str(m.status), message=m.message, max_diff=config.max_diff,
+        sweep_value=case.sweep_value, is_baseline=is_baseline,
+        flops=None if flops is None else int(flops), bytes=None if moved is None else int(moved))
+    if not m.ok or not m.times:
+        return BenchResult(**fields)
+    stats = Stats.from_times(m.times)
     median = stats.median
-    if median > 0:
-        if flops is not None:
-            changes["gflops"] = flops / median / 1e9
-            if peak_gflops:
-                changes["peak_percent"] = 100.0 * changes["gflops"] / peak_gflops
-        if moved is not None:
-            changes["gbps"] = moved / median / 1e9
-    comparable = (base is not None and not row.is_baseline and base.status == BenchStatus.OK
-                  and base.measurement is not None)
-    if comparable:
-        changes["baseline"] = baseline_name
-        base_median = base.measurement.stats.median
-        if median > 0:
-            changes["speedup"] = base_median / median
+    fields.update(stats=stats, loops=m.loops, limited=m.limited)
+    if median > 0 and flops is not None:
+        fields["gflops"] = flops / median / 1e9
+        if peak_gflops:
+            fields["peak_percent"] = 100.0 * fields["gflops"] / peak_gflops
+    if median > 0 and moved is not None:
+        fields["gbps"] = moved / median / 1e9
     problems = []
-    status = row.status
-    if comparable and timed.status == BenchStatus.OK:
-        diffs = _differences(timed.outputs, base.outputs, config.dtype)
+    status = BenchStatus.OK
+    if base is not None and not is_baseline and base.ok and base.times:
+        fields["baseline"] = case.baseline
+        base_median = Stats.from_times(base.times).median
+        if median > 0:
+            fields["speedup"] = base_median / median
+        diffs = {name: difference(m.outputs[name], base.outputs[name], config.dtype) for name in base.outputs}
         worst = max(diffs, key=lambda k: math.inf if math.isnan(diffs[k]) else diffs[k]) if diffs else None
         largest = diffs[worst] if diffs else 0.0
-        changes["differences"] = diffs
-        changes["difference"] = largest
+        fields["differences"] = diffs
+        fields["difference"] = largest
         if not largest <= config.max_diff:  # NaN differs too
-            problems.append(f"differs from {baseline_name}: difference {largest:.3g} in {worst} "
+            problems.append(f"differs from {case.baseline}: difference {largest:.3g} in {worst} "
                             f"is above --max-diff {config.max_diff:g}")
             status = BenchStatus.DIFFERS
-        speedup = changes.get("speedup")
+        speedup = fields.get("speedup")
         if config.min_speedup is not None and speedup is not None and speedup < config.min_speedup:
-            problems.append(f"only {speedup:.3g}x faster than {baseline_name}, "
+            problems.append(f"only {speedup:.3g}x faster than {case.baseline}, "
                             f"below --min-speedup {config.min_speedup:g}")
             if status == BenchStatus.OK:
                 status = BenchStatus.SLOW
-    if problems:
-        changes["status"] = status
-        changes["message"] = "; ".join(problems)
-    return dataclasses.replace(row, **changes)
+    warnings = _warning_text(m.warnings)
+    fields["status"] = status
+    fields["message"] = "; ".join(problems + ([warnings] if warnings else []))
+    return BenchResult(**fields)
 
 
-def bench_case(case: BenchCase, config: BenchConfig, *, peak_gflops: float | None = None,
-               clock: Callable[[], float] = time.perf_counter,
-               tick: Callable[[str], None] | None = None) -> list[BenchResult]:
-    """Time every implementation of one case and compare each with the baseline.
+# -- running ------------------------------------------------------------------------------------------
+def _label(case: BenchCase, impl: Impl, direction: str) -> str:
+    suffix = "" if case.sweep_value is None else f" @{case.sweep_value}"
+    return f"{case.spec.name} {impl.name} {direction}{suffix}"
 
-    Parameters
-    ----------
-    case : BenchCase
-    config : BenchConfig
-        ``repeat``, ``min_time``, ``max_seconds``, ``seed``, ``dtype``,
-        ``baseline``, ``max_diff`` and ``min_speedup`` are used.
-    peak_gflops : float, optional
-        GEMM peak for ``peak_percent``.
-    clock : callable() -> float
-    tick : callable(label), optional
-        Called before each measurement with ``"layer impl direction"``.
 
-    Returns
-    -------
-    list of BenchResult
-        Forward then backward for each implementation, in ``case.impls`` order.
+def _import_requirements(cases: Sequence[BenchCase]) -> None:
+    """Import the libraries built-in implementations need (PyTorch) now, so no checking call pays for it.
+
+    A checking call slow enough is kept as the one timed run; the import of
+    a large library inside the first call must not be what it times.
     """
-    sample = case.spec.make_inputs(case.params, np.random.default_rng(config.seed), np.dtype(config.dtype))
-    timed: dict[str, tuple[_Timed, _Timed]] = {}
-    for impl in case.impls:
-        prefix = f"{case.spec.name} {impl.name}"
-        if case.sweep_value is not None:
-            prefix += f" @{case.sweep_value}"
-        timed[impl.name] = _time_impl(case, impl, sample, config, clock,
-                                      (lambda d, p=prefix: tick(f"{p} {d}")) if tick else (lambda d: None))
-    base = timed.get(config.baseline)
-    rows = []
-    for impl in case.impls:
-        for i, one in enumerate(timed[impl.name]):
-            rows.append(_row(case, impl, one, base[i] if base else None, config.baseline, config, peak_gflops))
-    return rows
+    import importlib
+
+    for case in cases:
+        names = {impl.name for impl in case.impls if impl.builtin}
+        for builtin in case.spec.impls:
+            if builtin.name in names and builtin.requires:
+                importlib.import_module(builtin.requires)
 
 
-def run_bench(cases: Sequence[BenchCase], config: BenchConfig, *, peak_gflops: float | None = None,
-              clock: Callable[[], float] = time.perf_counter,
-              progress: ProgressCallback | None = None) -> tuple[BenchResult, ...]:
-    """Time every case.
+def iter_bench(loaded, cases: Sequence[BenchCase], config: BenchConfig, *, peak_gflops: float | None = None,
+               progress: ProgressCallback | None = None) -> Iterator[BenchResult]:
+    """Check, compare and time every case; yield each row as soon as it is measured.
 
     Parameters
     ----------
+    loaded : cnncheck.loading.Loaded
+        Where each implementation runs (``loaded.session(impl)``) and the
+        findings about user modules (``loaded.problems``).
     cases : sequence of BenchCase
         From :func:`plan_cases`.
     config : BenchConfig
+        ``repeat``, ``min_time``, ``max_seconds``, ``seed``, ``dtype``,
+        ``max_diff`` and ``min_speedup`` are used.
     peak_gflops : float, optional
-        Measured GEMM peak in the run's dtype (see :func:`cnncheck.machine.gemm_peak_gflops`).
-    clock : callable() -> float
-        Seconds; ``time.perf_counter`` unless a test injects one.
+        Measured GEMM peak in the run's dtype, for ``peak_percent``.
     progress : callable(done, total, label), optional
-        Told before each measurement and once at the end (label ``""``).
+        Told before each row and once at the end (label ``""``).
 
-    Returns
-    -------
-    tuple of BenchResult
+    Yields
+    ------
+    BenchResult
+        Forward then backward for each implementation, in ``case.impls`` order.
     """
-    check_plan(cases, config)
-    total = sum(2 * len(case.impls) for case in cases)
+    _import_requirements(cases)
+    total = sum(len(directions(case.spec)) * len(case.impls) for case in cases)
     done = 0
-
-    def tick(label: str) -> None:
-        nonlocal done
-        if progress is not None:
-            progress(done, total, label)
-        done += 1
-
-    results: list[BenchResult] = []
     for case in cases:
-        results.extend(bench_case(case, config, peak_gflops=peak_gflops, clock=clock, tick=tick))
+        sample = case.spec.make_sample(case.params, np.random.default_rng(config.seed), np.dtype(config.dtype))
+        base: dict = {}
+        for impl in case.impls:
+            bencher = _Bencher(loaded, case, impl, sample, config)
+            for direction in directions(case.spec):
+                if progress is not None:
+                    progress(done, total, _label(case, impl, direction))
+                m = bencher.measure(direction)
+                if impl.name == case.baseline:
+                    base[direction] = m
+                done += 1
+                yield _row(case, impl, m, base.get(direction), config, peak_gflops)
+            # Not in a ``finally``: after Ctrl-C a child may still be busy with the interrupted
+            # request, and the caller closes the sessions anyway.
+            bencher.close()
     if progress is not None:
         progress(total, total, "")
-    return tuple(results)
+
+
+def run_bench(loaded, cases: Sequence[BenchCase], config: BenchConfig, **kwargs) -> tuple[BenchResult, ...]:
+    """Every row of :func:`iter_bench` (same arguments), as a tuple, after :func:`check_plan`."""
+    check_plan(cases, config)
+    return tuple(iter_bench(loaded, cases, config, **kwargs))
+
+
+def failed_module_rows(failed: Iterable, registry, config: BenchConfig) -> list[BenchResult]:
+    """Rows for user modules that did not load in a way that is theirs to report (imported cnncheck...).
+
+    ``failed`` holds records with ``layer``, ``impl``, ``status``, ``message``
+    and ``source`` (:attr:`cnncheck.api.Plan.failed`); each gets a row per
+    direction of its layer, at the layer's bench parameters.
+    """
+    rows = []
+    for record in failed:
+        spec = registry.layer(record.layer)
+        params = spec.resolve(config.overrides, purpose="bench")
+        for direction in directions(spec):
+            rows.append(BenchResult(layer=record.layer, direction=direction, impl=record.impl, backend="user",
+                                    params=dict(params), dtype=config.dtype, status=str(record.status),
+                                    message=record.message, max_diff=config.max_diff))
+    return rows

@@ -1,9 +1,10 @@
 """``--sweep PARAM=V1,V2,...``: time a layer across values of one parameter and fit how cost grows.
 
-A sweep names a dimension letter (:data:`cnncheck.specs.DIMENSIONS`: ``N``,
-``C``, ``H``, ``W``, ``D``, ``F``, ``K``) or a layer parameter (``stride``,
-``pad``, ``filters``, ``kernel``, ``pool_height``, ``pool_width``) and a list
-of integer values.  :func:`apply_value` sets one value in a layer's resolved
+A sweep names a dimension letter of the layer's spec (``spec.sweep``: ``N``,
+``C``, ``H``, ``W`` of conv and pool, ``D`` of affine, ``F`` filters, ``K``
+a square kernel or window) or one of its integer parameters (``stride``,
+``pad``, ``filters``, ``kernel``, ``pool_height``...), and a list of
+integer values.  :func:`apply_value` sets one value in a layer's resolved
 parameters; :func:`fit_sweep` fits, per implementation and direction, the
 exponent ``k`` in ``time ~ work**k`` by least squares on log-log axes.  Work
 is the spec's flop count (conv, affine) or bytes moved (pool, relu); a layer
@@ -19,23 +20,10 @@ from typing import Any
 
 from cnncheck.errors import CnnCheckError
 from cnncheck.results import BenchResult, SweepFit
-from cnncheck.specs import DIMENSIONS, LayerSpec
+from cnncheck.specs import LayerSpec
 
-#: Layer parameters a sweep may name directly, besides the dimension letters.
-PARAMETER_NAMES: dict[str, str] = {
-    "stride": "stride of the convolution or pooling window",
-    "pad": "zero padding (conv)",
-    "filters": "filters F (conv) or output features M (affine)",
-    "kernel": "square kernel size K (conv)",
-    "pool_height": "pooling window height",
-    "pool_width": "pooling window width",
-}
-
-#: Every name ``--sweep`` accepts, with what it changes.
-SWEEPABLE: dict[str, str] = {**DIMENSIONS, **PARAMETER_NAMES}
-
-# Position of a dimension letter in a 4-D (N, C, H, W) shape.
-_NCHW = {"C": 1, "H": 2, "W": 3}
+#: Parameter kinds a sweep may set directly (a kernel value K means K x K).
+_SWEPT_KINDS = ("int", "kernel")
 
 
 @dataclass(frozen=True)
@@ -45,7 +33,7 @@ class Sweep:
     Attributes
     ----------
     param : str
-        A key of :data:`SWEEPABLE`.
+        A dimension letter or a parameter name (see :func:`sweep_names`).
     values : tuple of int
     """
 
@@ -56,8 +44,14 @@ class Sweep:
         return f"{self.param}={','.join(map(str, self.values))}"
 
 
+def sweep_names(spec: LayerSpec) -> tuple:
+    """What ``--sweep`` accepts for ``spec``: its dimension letters, then its integer parameters."""
+    params = tuple(p.name for p in spec.params if p.kind in _SWEPT_KINDS)
+    return tuple(spec.sweep) + tuple(p for p in params if p not in spec.sweep)
+
+
 def parse_sweep(text: str) -> Sweep:
-    """Parse ``PARAM=V1,V2,...``.
+    """Parse ``PARAM=V1,V2,...`` (whether a layer takes ``PARAM`` is checked when the run is planned).
 
     Parameters
     ----------
@@ -72,29 +66,26 @@ def parse_sweep(text: str) -> Sweep:
     Raises
     ------
     CnnCheckError
-        Missing ``=``, an unknown parameter, no values, a value that is not an
-        integer, a repeated value, or one out of range (``pad`` >= 0, others >= 1).
+        Missing ``=``, a name that is not an identifier, no values, a value
+        that is not an integer, or a repeated value.
     """
     name, sep, rest = str(text).partition("=")
-    name = name.strip()
+    name = name.strip().replace("-", "_")
     if not sep or not name:
-        raise CnnCheckError(f"--sweep must look like PARAM=V1,V2,... (e.g. N=1,2,4,8), got {text!r}")
-    if name not in SWEEPABLE:
-        raise CnnCheckError(f"--sweep: unknown parameter {name!r}; known: {', '.join(SWEEPABLE)}")
+        raise CnnCheckError(f"expected PARAM=V1,V2,... (e.g. N=1,2,4,8), got {text!r}")
+    if not name.isidentifier():
+        raise CnnCheckError(f"unknown parameter {name!r}: give a dimension letter (N, C, H, W...) or a layer "
+                            "parameter (stride, pad...)")
     parts = [p.strip() for p in rest.split(",")]
     if not rest.strip() or any(not p for p in parts):
-        raise CnnCheckError(f"--sweep {name}: give comma-separated integers after '=', got {rest!r}")
+        raise CnnCheckError(f"{name}: give comma-separated integers after '=', got {rest!r}")
     try:
         values = tuple(int(p) for p in parts)
     except ValueError:
-        raise CnnCheckError(f"--sweep {name}: values must be integers, got {rest!r}") from None
-    least = 0 if name == "pad" else 1
-    low = [v for v in values if v < least]
-    if low:
-        raise CnnCheckError(f"--sweep {name}: values must be >= {least}, got {low[0]}")
+        raise CnnCheckError(f"{name}: values must be integers, got {rest!r}") from None
     repeated = sorted({v for v in values if values.count(v) > 1})
     if repeated:
-        raise CnnCheckError(f"--sweep {name}: value {repeated[0]} is given twice")
+        raise CnnCheckError(f"{name}: value {repeated[0]} is given twice")
     return Sweep(name, values)
 
 
@@ -105,11 +96,10 @@ def apply_value(spec: LayerSpec, params: Mapping[str, Any], param: str, value: i
     ----------
     spec : LayerSpec
     params : mapping
-        Resolved parameters of ``spec`` (see :meth:`LayerSpec.resolve`).
+        Resolved bench parameters of ``spec`` (see :meth:`LayerSpec.resolve`).
     param : str
-        A key of :data:`SWEEPABLE`.  ``N`` sets the batch size; ``C``, ``H``,
-        ``W`` need a 4-D shape (N, C, H, W); ``D`` a 2-D shape (N, D); ``F`` is
-        ``filters``; ``K`` sets a square kernel (conv) or pooling window (pool).
+        One of :func:`sweep_names` of ``spec``: a letter of ``spec.sweep``,
+        or an integer parameter (a ``kernel`` value K sets K x K).
     value : int
 
     Returns
@@ -122,41 +112,12 @@ def apply_value(spec: LayerSpec, params: Mapping[str, Any], param: str, value: i
     CnnCheckError
         The layer has no such parameter, or the value makes its geometry invalid.
     """
-    new = dict(params)
-    shape = tuple(new.get("shape", ()))
-
-    def refuse(why: str):
-        return CnnCheckError(f"--sweep {param} does not apply to {spec.name}: {why}")
-
-    if param == "N":
-        if not shape:
-            raise refuse("it has no input shape")
-        new["shape"] = (value, *shape[1:])
-    elif param in _NCHW:
-        if len(shape) != 4:
-            raise refuse(f"{param} needs a 4-D input shape N,C,H,W, and its shape is {shape}")
-        dims = list(shape)
-        dims[_NCHW[param]] = value
-        new["shape"] = tuple(dims)
-    elif param == "D":
-        if len(shape) != 2:
-            raise refuse(f"D needs a 2-D input shape N,D, and its shape is {shape}")
-        new["shape"] = (shape[0], value)
-    elif param in ("F", "filters"):
-        if "filters" not in spec.params:
-            raise refuse("it has no filters")
-        new["filters"] = value
-    elif param in ("K", "kernel"):
-        if "kernel" in spec.params:
-            new["kernel"] = (value, value)
-        elif param == "K" and "pool_height" in spec.params and "pool_width" in spec.params:
-            new["pool_height"] = new["pool_width"] = value
-        else:
-            raise refuse("it has no kernel")
+    if param in spec.sweep:
+        new = dict(spec.sweep[param](dict(params), value))
+    elif param in sweep_names(spec):
+        new = {**params, param: (value, value) if spec.param(param).kind == "kernel" else value}
     else:
-        if param not in spec.params:
-            raise refuse(f"it takes {', '.join(spec.params)}")
-        new[param] = value
+        raise CnnCheckError(f"--sweep {param} does not apply to {spec.name}; it takes {', '.join(sweep_names(spec))}")
     try:
         return spec.resolve(new, purpose="bench")
     except CnnCheckError as exc:

@@ -2,10 +2,12 @@
 
 Every format shows the same things: a header of machine facts (CPU, cores,
 numpy, BLAS and its threads, kernel backend, measured GEMM peak), the options
-that decide the figures, one row per layer, direction and implementation
-(median, IQR, runs, speedup, throughput, percent of peak, difference), sweep
-fits and comparisons when there are any, and what failed.  Numbers are
-formatted here and never recomputed.
+that decide the figures and the baselines that ran, one row per layer,
+direction and implementation (median, IQR, runs, speedup, throughput,
+percent of peak, difference, status), sweep fits and comparisons when there
+are any, what failed and what only warrants a warning.  Numbers are
+formatted here and never recomputed.  :func:`render_text` and
+:func:`rich_renderable` are what :mod:`cnncheck.report` calls.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import math
 from typing import Any
 
 from cnncheck.results import BenchReport, BenchResult, BenchStatus
+from cnncheck.status import Status
 
 FORMATS = ("rich", "plain", "markdown", "json")
 
@@ -134,14 +137,38 @@ def machine_line(machine: dict) -> str:
     return " · ".join(parts)
 
 
+def baselines(report: BenchReport) -> dict:
+    """The baseline that ran for each layer, ``{layer: impl}``, from the rows."""
+    found: dict = {}
+    for r in report.results:
+        if r.is_baseline:
+            found.setdefault(r.layer, r.impl)
+    return found
+
+
+def baseline_text(report: BenchReport) -> str:
+    """``baseline naive``, ``baselines naive (conv, pool), numpy (affine, relu)`` or ``no baseline``."""
+    found = baselines(report)
+    if not found:
+        return "no baseline"
+    by_impl: dict = {}
+    for layer, impl in found.items():
+        by_impl.setdefault(impl, []).append(layer)
+    if len(by_impl) == 1:
+        return f"baseline {next(iter(by_impl))}"
+    return "baselines " + ", ".join(f"{impl} ({', '.join(layers)})" for impl, layers in by_impl.items())
+
+
 def config_line(report: BenchReport) -> str:
     """The options that decide the figures, in one line."""
     c = report.config
-    parts = [c.dtype, f"seed {c.seed}", f">= {c.repeat} runs and >= {c.min_time:g} s per measurement"]
+    runs = "run" if c.repeat == 1 else "runs"
+    parts = [c.dtype, f"seed {c.seed}", f">= {c.repeat} {runs} and >= {c.min_time:g} s per measurement"]
     if c.max_seconds is not None:
         parts.append(f"at most {c.max_seconds:g} s of runs per measurement")
-    parts.append(f"baseline {c.baseline}")
-    parts.append(f"--max-diff {c.max_diff:g}")
+    parts.append(baseline_text(report))
+    if baselines(report):
+        parts.append(f"--max-diff {c.max_diff:g}")
     if c.threads is not None:
         parts.append(f"--threads {c.threads}")
     if c.min_speedup is not None:
@@ -155,7 +182,8 @@ def params_lines(report: BenchReport) -> list[str]:
     """One line per layer with the parameters timed (at the first value of a sweep)."""
     first: dict[str, str] = {}
     for r in report.results:
-        first.setdefault(r.layer, format_params(r.params))
+        if r.params:
+            first.setdefault(r.layer, format_params(r.params))
     sweep = report.config.sweep_param
     suffix = f" ({sweep} swept from the first value)" if sweep else ""
     return [f"{layer}: {params}{suffix}" for layer, params in first.items()]
@@ -176,7 +204,7 @@ def result_row(report: BenchReport, r: BenchResult) -> list[str]:
     if report.config.sweep_param:
         row.append("" if r.sweep_value is None else str(r.sweep_value))
     row += [format_seconds(r.median), format_iqr(r), format_runs(r), format_speedup(r),
-            format_throughput(r), format_peak(r), format_difference(r), r.status]
+            format_throughput(r), format_peak(r), format_difference(r), str(r.status)]
     return row
 
 
@@ -214,8 +242,9 @@ def reference_line(report: BenchReport) -> str:
     """Which saved run this one was compared with."""
     ref = report.reference or {}
     machine = ref.get("machine") or {}
-    line = (f"compared with {ref.get('file') or 'a saved run'} ({ref.get('matched', 0)} rows matched, "
-            f"{ref.get('unmatched', 0)} new), allowed regression {100 * (report.config.max_regression or 0):g}%")
+    matched, unmatched = ref.get("matched", 0), ref.get("unmatched", 0)
+    line = (f"compared with {ref.get('file') or 'a saved run'} ({_count(matched, 'row')} matched, "
+            f"{unmatched} new), allowed regression {100 * (report.config.max_regression or 0):g}%")
     if machine and machine.get("cpu") != report.machine.get("cpu"):
         line += f"; saved on another CPU ({machine.get('cpu')}): compare speedups rather than times"
     return line
@@ -225,46 +254,77 @@ def notes(report: BenchReport) -> list[str]:
     """Footnotes for the marks that appear in the table."""
     lines = []
     if any(r.limited for r in report.results):
-        lines.append(f"{LIMITED_MARK} limited: stopped at --max-seconds {report.config.max_seconds:g} "
-                     f"before {report.config.repeat} runs and {report.config.min_time:g} s of runs")
+        c = report.config
+        runs = "run" if c.repeat == 1 else "runs"
+        lines.append(f"{LIMITED_MARK} limited: stopped at --max-seconds {c.max_seconds:g} before {c.repeat} "
+                     f"{runs} and {c.min_time:g} s of runs (a single run is the call that checked the output)")
     if any(r.stats is not None and r.stats.noisy for r in report.results):
         lines.append(f"{NOISY_MARK} noisy: the IQR is more than a fifth of the median")
     return lines
+
+
+def _where(layer: str, direction: str, impl: str, sweep_value) -> str:
+    return f"{layer} {direction} {impl}" + ("" if sweep_value is None else f" @{sweep_value}")
+
+
+def warning_lines(report: BenchReport) -> list[str]:
+    """One line per passing row that carries a warning (a list or a masked array returned, float64 for float32)."""
+    return [f"WARNING: {_where(r.layer, r.direction, r.impl, r.sweep_value)}: {r.message.removeprefix('warning: ')}"
+            for r in report.results if r.passed and r.message]
 
 
 def failure_lines(report: BenchReport) -> list[str]:
     """One line per failing row and per regression, naming it."""
     lines = []
     for r in report.failed_results:
-        where = f"{r.layer} {r.direction} {r.impl}" + ("" if r.sweep_value is None else f" @{r.sweep_value}")
-        lines.append(f"{r.status.upper()}: {where}: {r.message}")
+        lines.append(f"{str(r.status).upper()}: {_where(r.layer, r.direction, r.impl, r.sweep_value)}: {r.message}")
     for c in report.regressions:
-        where = f"{c.layer} {c.direction} {c.impl}" + ("" if c.sweep_value is None else f" @{c.sweep_value}")
         if c.metric == "median":
             what = f"median {format_seconds(c.current)} vs saved {format_seconds(c.reference)}"
         else:
             what = f"speedup {_three(c.current)}x vs saved {_three(c.reference)}x"
-        lines.append(f"REGRESSION: {where}: {what} ({format_change(c.change)}, "
-                     f"allowed {100 * c.max_regression:g}%)")
+        lines.append(f"REGRESSION: {_where(c.layer, c.direction, c.impl, c.sweep_value)}: {what} "
+                     f"({format_change(c.change)}, allowed {100 * c.max_regression:g}%)")
     return lines
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def _interrupted(report: BenchReport) -> bool:
+    return bool(getattr(report, "interrupted", False))
+
+
 def summary_line(report: BenchReport) -> str:
-    """``PASSED`` or ``FAILED`` with counts."""
+    """``PASSED: 6 measurements``, ``FAILED: 2 of 6 measurements failed (1 error, 1 differs)``..."""
     n = len(report.results)
-    failed = len(report.failed_results) + len(report.regressions)
-    if report.passed:
-        return f"PASSED: {n} measurements"
-    return f"FAILED: {failed} problem(s) in {n} measurements"
+    measured = _count(n, "measurement")
+    failing = report.failed_results
+    by_status: dict = {}
+    for r in failing:
+        by_status[str(r.status)] = by_status.get(str(r.status), 0) + 1
+    breakdown = ", ".join(f"{count} {status}" for status, count in by_status.items())
+    if _interrupted(report):
+        return f"INTERRUPTED after {measured}" + (f": {len(failing)} failed ({breakdown})" if failing else "")
+    parts = []
+    if failing:
+        parts.append(f"{len(failing)} of {measured} failed ({breakdown})")
+    if report.regressions:
+        parts.append(f"{_count(len(report.regressions), 'regression')} against the saved run"
+                     + ("" if failing else f" in {measured}"))
+    return "FAILED: " + "; ".join(parts) if parts else f"PASSED: {measured}"
 
 
 # -- renderers ------------------------------------------------------------------
 def render_text(report: BenchReport, fmt: str = "plain") -> str:
-    """The report as plain text (tabulate ``simple``) or Markdown (``github`` tables)."""
+    """The report as ``plain`` text (tabulate ``simple``), ``markdown`` (``github`` tables) or ``json``."""
+    if fmt == "json":
+        return render_json(report)
     from tabulate import tabulate
 
     if fmt not in ("plain", "markdown"):
-        raise ValueError(f"render_text formats are plain and markdown, got {fmt!r}")
+        raise ValueError(f"bench text formats are plain, markdown and json, got {fmt!r}")
     markdown = fmt == "markdown"
     style = "github" if markdown else "simple"
     out: list[str] = []
@@ -285,7 +345,8 @@ def render_text(report: BenchReport, fmt: str = "plain") -> str:
     out.append("")
     para([f"Machine: {machine_line(report.machine)}", f"Run: {config_line(report)}"] + params_lines(report))
     rows = [result_row(report, r) for r in report.results]
-    out.append(tabulate(rows, headers=result_headers(report), tablefmt=style, disable_numparse=True))
+    out.append(tabulate(rows, headers=result_headers(report), tablefmt=style, disable_numparse=True)
+               if rows else "(nothing measured)")
     out.append("")
     para(notes(report))
     if report.fits:
@@ -297,7 +358,7 @@ def render_text(report: BenchReport, fmt: str = "plain") -> str:
             out.append(tabulate(compare_rows(report), headers=COMPARE_HEADERS, tablefmt=style,
                                 disable_numparse=True))
             out.append("")
-    para(failure_lines(report))
+    para(failure_lines(report) + warning_lines(report))
     out.append(summary_line(report))
     return "\n".join(out) + "\n"
 
@@ -322,29 +383,38 @@ def render_json(report: BenchReport) -> str:
     return json.dumps(_finite(report.to_dict()), indent=2, allow_nan=False) + "\n"
 
 
-_STATUS_STYLE = {
-    BenchStatus.OK: "",
-    BenchStatus.DIFFERS: "bold red",
-    BenchStatus.SLOW: "bold red",
-    BenchStatus.ERROR: "bold red",
-    BenchStatus.NOT_IMPLEMENTED: "yellow",
-}
+def _style(status: str) -> str:
+    if status == BenchStatus.OK:
+        return "green"
+    if status == Status.NOT_IMPLEMENTED:
+        return "bold magenta"
+    return "bold red"
 
 
-def print_rich(report: BenchReport, console) -> None:
-    """Print the report to a Rich ``console`` as tables with a header of machine facts."""
+#: Columns a narrow terminal loses first, in order; Pass, Impl and Status always show.
+_DROP_ORDER = ("% peak", "IQR", "GFLOP/s", "GB/s", "Runs", "Speedup", "Diff")
+
+
+def rich_renderable(report: BenchReport, width: int | None = None):
+    """A Rich renderable: the header, one table per layer, notes, failures, warnings and the summary.
+
+    At narrow widths the least needed columns are left out (percent of
+    peak first, then the IQR, the rate, runs, speedup, difference); the
+    direction, implementation and status are never cut.
+    """
     from rich import box
+    from rich.console import Group
     from rich.table import Table
     from rich.text import Text
 
-    console.print(Text(f"cnncheck bench {report.version}".rstrip(), style="bold"))
-    console.print(Text(f"Machine: {machine_line(report.machine)}", style="dim"))
-    console.print(Text(f"Run: {config_line(report)}", style="dim"))
-
+    parts: list = [Text(f"cnncheck bench {report.version}".rstrip(), style="bold"),
+                   Text(f"Machine: {machine_line(report.machine)}", style="dim"),
+                   Text(f"Run: {config_line(report)}", style="dim")]
     for layer, rows in _by_layer(report).items():
-        console.print(_rich_layer_table(report, layer, rows))
-    for line in notes(report):
-        console.print(Text(line, style="dim"))
+        parts.append(_rich_layer_table(report, layer, rows, width))
+    if not report.results:
+        parts.append(Text("(nothing measured)"))
+    parts.extend(Text(line, style="dim") for line in notes(report))
     if report.fits:
         fits = Table(title="How time grows across the sweep (time ~ work^exponent)", title_justify="left",
                      title_style="bold", box=box.SIMPLE_HEAD, pad_edge=False, header_style="bold")
@@ -352,9 +422,9 @@ def print_rich(report: BenchReport, console) -> None:
             fits.add_column(header)
         for row in fit_rows(report):
             fits.add_row(*row)
-        console.print(fits)
+        parts.append(fits)
     if report.reference is not None:
-        console.print(Text(reference_line(report), style="dim"))
+        parts.append(Text(reference_line(report), style="dim"))
         if report.comparisons:
             comp = Table(box=box.SIMPLE_HEAD, pad_edge=False, header_style="bold")
             for header in COMPARE_HEADERS:
@@ -362,10 +432,12 @@ def print_rich(report: BenchReport, console) -> None:
             for c, row in zip(report.comparisons, compare_rows(report)):
                 row[-1] = Text(row[-1], style="bold red" if c.regressed else "green")
                 comp.add_row(*row)
-            console.print(comp)
-    for line in failure_lines(report):
-        console.print(Text(line, style="bold red"))
-    console.print(Text(summary_line(report), style="bold green" if report.passed else "bold red"))
+            parts.append(comp)
+    parts.extend(Text(line, style="bold red") for line in failure_lines(report))
+    parts.extend(Text(line, style="yellow") for line in warning_lines(report))
+    style = "bold green" if report.passed else ("bold yellow" if _interrupted(report) else "bold red")
+    parts.append(Text(summary_line(report), style=style))
+    return Group(*parts)
 
 
 def _by_layer(report: BenchReport) -> dict:
@@ -375,35 +447,43 @@ def _by_layer(report: BenchReport) -> dict:
     return groups
 
 
-def _rich_layer_table(report: BenchReport, layer: str, rows: list):
+def _rich_layer_table(report: BenchReport, layer: str, rows: list, width: int | None):
     """One compact Rich table per layer: the unit of the rate moves into its header."""
     from rich import box
     from rich.table import Table
     from rich.text import Text
 
     sweep = report.config.sweep_param
-    title = f"{layer}: {format_params(rows[0].params)}" + (f" ({sweep} swept)" if sweep else "")
-    table = Table(title=title, title_justify="left", title_style="bold", box=box.SIMPLE_HEAD,
-                  collapse_padding=True, pad_edge=False, header_style="bold")
+    params = next((r.params for r in rows if r.params), {})
+    title = f"{layer}: {format_params(params)}" + (f" ({sweep} swept)" if sweep else "")
     rate = "GFLOP/s" if any(r.gflops is not None for r in rows) else (
         "GB/s" if any(r.gbps is not None for r in rows) else None)
     columns = ["Pass", "Impl"] + ([sweep] if sweep else []) + ["Median", "IQR", "Runs", "Speedup"]
     columns += [rate] if rate else []
     columns += ["% peak"] if any(r.peak_percent is not None for r in rows) else []
     columns += ["Diff"] if any(r.difference is not None for r in rows) else []
+    columns += ["Status"]
+    cells = [{
+        "Pass": r.direction, "Impl": r.impl, sweep: "" if r.sweep_value is None else str(r.sweep_value),
+        "Median": format_seconds(r.median), "IQR": format_iqr(r), "Runs": format_runs(r),
+        "Speedup": format_speedup(r), "GFLOP/s": "" if r.gflops is None else _three(r.gflops),
+        "GB/s": "" if r.gbps is None else _three(r.gbps), "% peak": format_peak(r), "Diff": format_difference(r),
+        "Status": str(r.status),
+    } for r in rows]
+    if width is not None:
+        def needed(names) -> int:
+            return sum(max([len(n)] + [len(c[n]) for c in cells]) + 2 for n in names)
+        for name in _DROP_ORDER:
+            if needed(columns) <= width:
+                break
+            if name in columns:
+                columns.remove(name)
+    table = Table(title=title, title_justify="left", title_style="bold", box=box.SIMPLE_HEAD,
+                  collapse_padding=True, pad_edge=False, header_style="bold")
     for name in columns:
-        table.add_column(name, justify="left" if name in ("Pass", "Impl") else "right", no_wrap=True)
-    for r in rows:
-        cells = {
-            "Pass": r.direction,
-            # a failing row shows its implementation in red with its status; the lines below say why
-            "Impl": Text(r.impl if r.passed else f"{r.impl} {r.status}", style=_STATUS_STYLE.get(r.status, "")),
-            sweep: "" if r.sweep_value is None else str(r.sweep_value),
-            "Median": format_seconds(r.median), "IQR": format_iqr(r), "Runs": format_runs(r),
-            "Speedup": format_speedup(r),
-            "GFLOP/s": "" if r.gflops is None else _three(r.gflops),
-            "GB/s": "" if r.gbps is None else _three(r.gbps),
-            "% peak": format_peak(r), "Diff": format_difference(r),
-        }
-        table.add_row(*(cells[name] for name in columns))
+        table.add_column(name, justify="left" if name in ("Pass", "Impl", "Status") else "right", no_wrap=True)
+    for r, cell in zip(rows, cells):
+        values = [cell[name] for name in columns]
+        values[-1] = Text(values[-1], style=_style(r.status))
+        table.add_row(*values)
     return table

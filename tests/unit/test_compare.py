@@ -159,3 +159,18 @@ def test_parse_fraction(text, value):
 def test_parse_fraction_refuses(text):
     with pytest.raises(CnnCheckError):
         parse_fraction(text)
+
+
+def test_a_document_the_engine_writes_loads_and_matches_itself():
+    from cnncheck.bench import BenchRun
+    from cnncheck.results import BenchConfig
+
+    rows = (current("fast", "forward", 1e-3, speedup=10.0), current("fast", "backward", 2e-3))
+    document = json.loads(json.dumps(BenchRun(machine={"cpu": "This CPU"}, config=BenchConfig(baseline=None),
+                                              results=rows).to_dict()))
+    assert document["schema_version"] == 2 and document["interrupted"] is False
+    comparisons, info = compare_results(validate_result(document), rows, 0.2)
+    assert info["matched"] == 2 and info["unmatched"] == 0
+    assert {(c.direction, c.metric) for c in comparisons} == {("forward", "median"), ("forward", "speedup"),
+                                                             ("backward", "median")}
+    assert not any(c.regressed for c in comparisons) and all(c.change == 0 for c in comparisons)
