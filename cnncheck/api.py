@@ -61,6 +61,7 @@ class Plan:
     overrides: dict = field(default_factory=dict)
     failed: list = field(default_factory=list)
     quick: bool = False
+    absent: tuple = ()
 
     def close(self) -> None:
         self.loaded.close()
@@ -120,12 +121,21 @@ def prepare(layers=("all",), impls=(), modules=(), overrides: Mapping | None = N
         wanted = _as_names(impls)
         pairs = registry.select([s.name for s in specs], wanted, sources=sources) \
             if sources or not loaded.user_sources or wanted else []
+        absent = []
+        if sources and not wanted and "all" in (_as_names(layers) or ["all"]):
+            # Layers a module defines nothing of are left out of "all" (named, they are checked).
+            absent = sorted({spec.name for spec, impl in pairs if impl.backend == "missing"},
+                            key=[s.name for s in specs].index)
+            pairs = [(spec, impl) for spec, impl in pairs if spec.name not in absent]
+            if not pairs:
+                raise CnnCheckError(f"{', '.join(sources)} defines none of the layer functions cnncheck checks "
+                                    "(see `cnncheck list`)")
         failed = []
         for failure in loaded.failures:
             for spec in specs:
                 failed.append(CheckResult(spec.name, _module_name(failure.source), "integrity", "out",
                                           failure.status, message=failure.message, source=failure.source))
-        return Plan(loaded, pairs, overrides, failed, quick)
+        return Plan(loaded, pairs, overrides, failed, quick, tuple(absent))
     except BaseException:
         loaded.close()
         raise
@@ -165,7 +175,7 @@ def check(plan: Plan, config: GradcheckConfig, *, on_result: Callable | None = N
             raise
         interrupted = True
     return Report(results=tuple(results), config=config.to_dict(), allow_missing=allow_missing, strict=strict,
-                  interrupted=interrupted, version=__version__)
+                  interrupted=interrupted, version=__version__, absent=plan.absent)
 
 
 def gradcheck(layer="all", impl=None, *, module=None, mode: str = "auto", dtype: str = "float64", seed: int = 0,
@@ -217,3 +227,60 @@ def gradcheck(layer="all", impl=None, *, module=None, mode: str = "auto", dtype:
         return check(plan, config, allow_missing=allow_missing, strict=strict)
     finally:
         plan.close()
+
+
+#: The built-in models ``cnncheck gradcheck model`` checks without ``--model``: (label, class, arguments).
+BUILTIN_MODELS = (
+    ("ThreeLayerConvNet", "ThreeLayerConvNet", {}),
+    ("FullyConnectedNet", "FullyConnectedNet", {}),
+    ("FullyConnectedNet[batchnorm,dropout]", "FullyConnectedNet",
+     {"normalization": "batchnorm", "dropout_keep_ratio": 0.7}),
+    ("FullyConnectedNet[layernorm]", "FullyConnectedNet", {"normalization": "layernorm"}),
+)
+
+
+def check_models(models=(), model_args: Mapping | None = None, *, config: GradcheckConfig | None = None,
+                 isolate: bool | None = None, sandbox=None, on_result: Callable | None = None) -> Report:
+    """Check whole models: ``models`` as ``"path/to/cnn.py:Class"`` strings, or cnncheck's own when empty.
+
+    ``model_args`` are constructor arguments for every model given.
+
+    Raises
+    ------
+    CnnCheckError
+        A malformed ``--model``, a module that does not load, a class it lacks.
+    """
+    from cnncheck import modelcheck
+    from cnncheck.layers import models as builtin
+    from cnncheck.session import ChildSession, LocalSession
+
+    config = config or GradcheckConfig()
+    results: list = []
+    if not models:
+        session = LocalSession({name: getattr(builtin, name) for name in ("ThreeLayerConvNet", "FullyConnectedNet")})
+        for label, name, kwargs in BUILTIN_MODELS:
+            batch = modelcheck.check_model(session, name, {**kwargs, **dict(model_args or {})}, config=config,
+                                           label=label)
+            results.extend(batch)
+            if on_result is not None:
+                on_result(batch)
+        return Report(results=tuple(results), config=config.to_dict(), version=__version__)
+    for text in models:
+        module, name = modelcheck.parse_model(text)
+        session = ChildSession(sandbox) if isolate in (None, True) else LocalSession()
+        try:
+            session.begin()
+            response = session.request({"op": "load", "module": module, "names": [name]})
+            if not response.get("loaded"):
+                raise CnnCheckError(str(response.get("message")))
+            if name not in (response.get("functions") or {}):
+                raise CnnCheckError(f"{module} defines no class {name}")
+            reference = getattr(builtin, name, None) if name in ("ThreeLayerConvNet", "FullyConnectedNet") else None
+            batch = modelcheck.check_model(session, name, dict(model_args or {}), config=config, source=module,
+                                           reference=reference)
+        finally:
+            session.close()
+        results.extend(batch)
+        if on_result is not None:
+            on_result(batch)
+    return Report(results=tuple(results), config=config.to_dict(), version=__version__)

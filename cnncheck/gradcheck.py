@@ -94,8 +94,9 @@ class GradcheckConfig:
     Attributes
     ----------
     mode : {"auto", "full", "sample", "directional"}
-        ``auto``: every element up to ``auto_limit`` elements, else random
-        directions and sampled elements together.
+        ``auto``: every element at the battery's first geometry (up to
+        ``auto_limit`` elements), random directions and sampled elements
+        (the array's corners among them) at the others.
     samples, probes : int
         Elements per gradient in ``sample`` mode (and ``auto`` above the
         limit); random directions per gradient in ``directional`` mode.
@@ -152,11 +153,13 @@ class GradcheckConfig:
     def margin(self) -> float:
         return MARGIN_STEPS * self.step
 
-    def resolve_mode(self, n_elements: int) -> str:
-        """The mode run for inputs of ``n_elements`` elements: ``auto`` becomes ``full`` or ``auto``."""
+    def resolve_mode(self, n_elements: int, first: bool = True) -> str:
+        """The mode run at a geometry: ``auto`` is ``full`` at the first geometry of the battery when the
+        inputs with gradients hold at most ``auto_limit`` elements, else ``auto`` (random directions and
+        sampled elements; the reference comparison checks every element at the other geometries)."""
         if self.mode != "auto":
             return self.mode
-        return "full" if n_elements <= self.auto_limit else "auto"
+        return "full" if first and n_elements <= self.auto_limit else "auto"
 
     def to_dict(self) -> dict[str, Any]:
         return {"mode": self.mode, "samples": int(self.samples), "probes": int(self.probes), "eps": self.step,
@@ -214,15 +217,23 @@ def _dout(spec: LayerSpec, sample: Sample, dtype) -> np.ndarray:
     return sample.dout if sample.dout is not None else np.ones((), dtype=dtype)
 
 
-def _difference(got: np.ndarray, want: np.ndarray) -> tuple:
-    """(largest |got - want| over the largest |want|, largest |got - want|, its index)."""
+#: The scale a difference is measured against is at least this fraction of the largest value the
+#: reference computed for the same call (a gradient that is zero in theory holds only rounding noise).
+REFERENCE_FLOOR = 1e-2
+
+
+def _difference(got: np.ndarray, want: np.ndarray, floor: float = 0.0) -> tuple:
+    """(largest |got - want| over max(largest |want|, floor), largest |got - want|, its index)."""
     diff = np.abs(got.astype(np.float64) - want)
     if diff.size == 0:
         return 0.0, 0.0, ()
     index = tuple(int(i) for i in np.unravel_index(int(np.argmax(diff)), diff.shape))
-    scale = max(float(np.max(np.abs(want))), 1e-300)
-    return float(diff[index]) / scale if float(np.max(np.abs(want))) > 0 else float(diff[index]), \
-        float(diff[index]), index
+    scale = max(float(np.max(np.abs(want))), floor)
+    return (float(diff[index]) / scale if scale > 0 else float(diff[index])), float(diff[index]), index
+
+
+def _reference_floor(reference: dict) -> float:
+    return REFERENCE_FLOOR * max((float(np.max(np.abs(v), initial=0.0)) for v in reference.values()), default=0.0)
 
 
 # -- one implementation ------------------------------------------------------------------------------
@@ -371,7 +382,7 @@ def _check_geometry(caller: Caller, record: _Recorder, geometry: Geometry, param
                    "layer computes in float32, so a float64 check cannot judge it; compute in the input's dtype, "
                    "or check it with --dtype float32", finding="float32-precision", whole=True)
     if reference is not None:
-        _compare_reference(record, "out", out, reference["out"], config)
+        _compare_reference(record, "out", out, reference["out"], config, _reference_floor(reference))
     else:
         record.add("call", "out", Status.PASS, "forward returned an output of the right shape and dtype")
     protocol = first and config.protocol
@@ -395,8 +406,9 @@ def _check_geometry(caller: Caller, record: _Recorder, geometry: Geometry, param
             record.problem("call", "d" + name, warning, whole=True)
         analytic[name] = grad
         if reference is not None:
-            _compare_reference(record, "d" + name, grad.astype(np.float64), reference["d" + name], config)
-        _gradient(caller, record, sample, params, name, grad, out, dout, config, geometry, precise32)
+            _compare_reference(record, "d" + name, grad.astype(np.float64), reference["d" + name], config,
+                               _reference_floor(reference))
+        _gradient(caller, record, sample, params, name, grad, out, dout, config, geometry, precise32, first)
     if protocol and analytic:
         _protocol(caller, record, sample, params, forward, backward, analytic, config,
                   (written_by_forward, written_by_backward), references)
@@ -406,9 +418,9 @@ def _check_geometry(caller: Caller, record: _Recorder, geometry: Geometry, param
 
 
 def _compare_reference(record: _Recorder, subject: str, got: np.ndarray, want: np.ndarray,
-                       config: GradcheckConfig) -> None:
+                       config: GradcheckConfig, floor: float = 0.0) -> None:
     tolerance = REFERENCE_TOLERANCE[config.dtype]
-    relative, absolute, index = _difference(got, want)
+    relative, absolute, index = _difference(got, want, floor)
     fields = dict(rel_error=relative, abs_error=absolute, worst_index=index or None, threshold=tolerance,
                   got=float(got[index]) if got.size else None, expected=float(want[index]) if want.size else None,
                   compared=int(want.size))
@@ -423,17 +435,18 @@ def _compare_reference(record: _Recorder, subject: str, got: np.ndarray, want: n
 
 def _gradient(caller: Caller, record: _Recorder, sample: Sample, params, name: str, grad: np.ndarray,
               out: np.ndarray, dout: np.ndarray, config: GradcheckConfig, geometry: Geometry,
-              precise32: bool) -> None:
+              precise32: bool, first: bool) -> None:
     spec = caller.spec
     x = sample.values[name]
-    mode = config.resolve_mode(spec.n_grad_elements(params))
+    mode = config.resolve_mode(spec.n_grad_elements(params), first=first)
     rng = _rng(config, spec, geometry.label, name)
     common = dict(h=config.step, threshold=config.threshold, floor_fraction=numeric.RELATIVE_FLOOR[config.dtype],
                   kinks=spec.has_kinks, label="d" + name)
     comparisons = []
     try:
         if mode in ("full", "sample", "auto"):
-            count = x.size if mode == "full" else config.samples
+            count = x.size if mode == "full" else (config.samples if first or config.mode != "auto"
+                                                   else max(1, config.samples // 5))
             index = np.arange(x.size) if mode == "full" else numeric.sample_indices(x.shape, count, rng)
             plus, minus = caller.probe(sample, name, index=index, h=config.step, size=out.size)
             comparisons.append(numeric.compare_elements(x, grad, index, plus, minus, out, dout, **common))
@@ -542,6 +555,17 @@ def _protocol(caller: Caller, record: _Recorder, sample: Sample, params, forward
         else:
             ok("out", "modifies-param", f"forward leaves {name} alone")
 
+    # Forward twice on the same input.
+    second = attempt("repeat-forward", lambda: caller.forward(sample, params, what="forward (called again)"))
+    if second is not None:
+        found = _first_difference(second.out, forward.out, tolerance)
+        if found is not None:
+            finding("out", "nondeterministic-forward",
+                    f"forward twice on the same input gives different outputs (max |diff| {found[0]:.3g} at "
+                    f"out{list(found[1])}): forward keeps state between calls, or its output depends on random numbers")
+        else:
+            ok("out", "nondeterministic-forward", "forward twice on one input gives the same output")
+        caller.drop(second.handle)
     if not layer:
         return
     # Backward twice on the same cache.
@@ -555,17 +579,6 @@ def _protocol(caller: Caller, record: _Recorder, sample: Sample, params, forward
         else:
             ok("out", "repeat-backward", "backward twice on one cache gives the same gradients")
         caller.drop(again.handle)
-    # Forward twice on the same input.
-    second = attempt("repeat-forward", lambda: caller.forward(sample, params, what="forward (called again)"))
-    if second is not None:
-        found = _first_difference(second.out, forward.out, tolerance)
-        if found is not None:
-            finding("out", "nondeterministic-forward",
-                    f"forward twice on the same input gives different outputs (max |diff| {found[0]:.3g} at "
-                    f"out{list(found[1])}): forward keeps state between calls, or its output depends on random numbers")
-        else:
-            ok("out", "nondeterministic-forward", "forward twice on one input gives the same output")
-        caller.drop(second.handle)
     # Two forwards on different inputs, then the first one's backward, then the second one's.
     other = spec.make_sample(record.params, _rng(config, spec, record.geometry.label, "second"), config.dtype,
                              config.margin)

@@ -16,12 +16,20 @@ course's ``cnn/layers.py``).  Each one is graded by the same battery as
   every verdict is computed in the grading process from the raw arrays.
 
 Submissions run ``jobs`` at a time on worker threads, each driving its own
-child; the reference results are computed once for the class.
+child; the reference results are computed once for the class.  Each result
+is scored against the run's rubric (:mod:`cnncheck.rubric`).
+
+A run writing its JSON document also appends each graded submission to a
+checkpoint beside it (``grades.json.partial``), removed once the document
+is written; :func:`read_previous` and :func:`resumable` read both back, so
+a run started again skips the submissions already graded with the same
+files, rubric, settings and cnncheck version.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import os
@@ -35,18 +43,28 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
+from cnncheck import rubric as rubrics
 from cnncheck.errors import CnnCheckError
 from cnncheck.gradcheck import GradcheckConfig, References, run_checks, single_threaded
 from cnncheck.results import CheckResult
 from cnncheck.session import CapturedOutput, Cancelled, Sandbox
-from cnncheck.status import RUN_FAILURES, Status, severity
+from cnncheck.status import CHEATING, RUN_FAILURES, Status, severity
 
 #: Verdicts of a layer, best first.
 VERDICTS = ("passed", "failed", "error", "missing")
 
+#: What became of a submission as a whole: its ``outcome``.
+OUTCOMES = ("passed", "failed", "load-error", "timeout", "crashed", "internal-error",
+            *(str(s) for s in CHEATING))
+
+#: Version of the JSON document's layout.
+SCHEMA_VERSION = 3
+
+#: Suffix of the checkpoint written beside a JSON document while a class is graded.
+CHECKPOINT_SUFFIX = ".partial"
+
 #: First uid/gid given to a child when cnncheck runs as root (one per worker).
 SANDBOX_UID = 61000
-
 
 @dataclass(frozen=True)
 class Submission:
@@ -125,6 +143,44 @@ def _unique_names(found: list, root: Path) -> list:
     return sorted(out, key=lambda s: s.name)
 
 
+
+
+def submission_at(path) -> Submission:
+    """The submission at ``path``: a ``.py`` file, or a folder holding its ``layers.py``.
+
+    Raises
+    ------
+    CnnCheckError
+        ``path`` is neither.
+    """
+    target = Path(path)
+    if target.is_file() and target.suffix == ".py":
+        return Submission(target.stem, str(target), str(target))
+    if target.is_dir():
+        found = _folder_submission(target)
+        return found or Submission(target.name, "", str(target), "no Python file in this folder")
+    raise CnnCheckError(f"{path} is neither a .py file nor a folder holding a layers.py")
+
+
+def fingerprint(submission: Submission) -> str:
+    """A hash of the submission's files (what :func:`grade_submission` copies), names and contents."""
+    digest = hashlib.sha256()
+    root = Path(submission.root or submission.path)
+    if not root.exists():
+        return ""
+    files = [root] if root.is_file() else sorted(
+        p for p in root.rglob("*") if p.is_file() and not p.is_symlink()
+        and not any(part in ("__pycache__", ".git") for part in p.relative_to(root).parts) and p.suffix != ".pyc")
+    for file in files:
+        digest.update(str(file.relative_to(root) if file != root else file.name).encode() + b"\0")
+        try:
+            digest.update(file.read_bytes())
+        except OSError:
+            digest.update(b"unreadable")
+        digest.update(b"\0")
+    return digest.hexdigest()[:16]
+
+
 def layer_verdict(results: Sequence) -> str:
     """``passed``, ``failed``, ``error`` or ``missing`` for one layer's results (worst wins)."""
     failing = [r for r in results if r.fails()]
@@ -161,6 +217,15 @@ class SubmissionResult:
         What its code wrote, cut to a bounded size.
     seconds : float
         Wall time of the whole submission.
+    impls : dict of str to str
+        The implementation checked for each rubric item name it has
+        (``{"conv": "layers", "conv-fast": "layers-fast"}``).
+    score : ScoreSheet or None
+        Its points under the run's rubric.
+    fingerprint : str
+        A hash of its files (:func:`fingerprint`).
+    root : str
+        Its file or folder, which locations are shown relative to.
     """
 
     name: str
@@ -172,6 +237,10 @@ class SubmissionResult:
     results: tuple = ()
     output: CapturedOutput = CapturedOutput()
     seconds: float = 0.0
+    impls: dict = field(default_factory=dict)
+    score: rubrics.ScoreSheet | None = None
+    fingerprint: str = ""
+    root: str = ""
 
     def count(self, verdict: str) -> int:
         return sum(1 for v in self.layers.values() if v == verdict)
@@ -179,6 +248,35 @@ class SubmissionResult:
     @property
     def passed(self) -> bool:
         return bool(self.layers) and all(v == "passed" for v in self.layers.values())
+
+    @property
+    def outcome(self) -> str:
+        """What became of the submission as a whole (:data:`OUTCOMES`).
+
+        Cheating first (``uses-reference``...), then a failure to load
+        (``load-error``; ``timeout`` or ``crashed`` while importing), then a
+        check that timed out, crashed or hit an internal error, then
+        ``passed`` or ``failed``.
+        """
+        statuses = [Status(self.status)] if self.status != "ok" else []
+        statuses += [Status(r.status) for r in self.results]
+        cheats = [s for s in statuses if s in CHEATING]
+        if cheats:
+            return str(max(cheats, key=severity))
+        if self.status != "ok":
+            return "load-error" if self.status == str(Status.ERROR) else self.status
+        for status in (Status.TIMEOUT, Status.CRASHED, Status.INTERNAL_ERROR):
+            if status in statuses:
+                return str(status)
+        return "passed" if self.passed else "failed"
+
+    @property
+    def points(self) -> float:
+        return self.score.points if self.score is not None else 0.0
+
+    @property
+    def max_points(self) -> float:
+        return self.score.max_points if self.score is not None else 0.0
 
     def first_failures(self) -> dict:
         """``{layer: CheckResult}``: the first failing result of each layer that did not pass."""
@@ -210,16 +308,48 @@ class SubmissionResult:
 
     def to_dict(self, *, with_output: bool = False) -> dict:
         data = {
-            "name": self.name, "path": self.path, "status": self.status, "message": self.message,
-            "passed": self.passed, "layers": dict(self.layers), "statuses": dict(self.statuses),
+            "name": self.name, "path": self.path, "root": self.root, "fingerprint": self.fingerprint,
+            "status": self.status, "outcome": self.outcome, "message": self.message,
+            "passed": self.passed, "points": self.points, "max_points": self.max_points,
+            "layers": dict(self.layers), "statuses": dict(self.statuses),
             "counts": {v: self.count(v) for v in VERDICTS},
-            "seconds": self.seconds,
+            "seconds": self.seconds, "impls": dict(self.impls),
+            "score": self.score.to_dict() if self.score is not None else None,
             "output": {"stdout_bytes": self.output.stdout_bytes, "stderr_bytes": self.output.stderr_bytes},
             "results": [r.to_dict() for r in self.results],
         }
         if with_output:
             data["output"].update(stdout=self.output.stdout, stderr=self.output.stderr)
         return data
+
+    @classmethod
+    def from_dict(cls, data: dict, settings: GradeSettings | None = None) -> SubmissionResult:
+        """A submission read back from :meth:`to_dict`, scored again under ``settings`` when given."""
+        output = data.get("output") or {}
+        sub = cls(data["name"], data["path"], data["status"], data.get("message", ""), dict(data.get("layers", {})),
+                  dict(data.get("statuses", {})), tuple(result_from_dict(r) for r in data.get("results", [])),
+                  CapturedOutput(output.get("stdout", ""), output.get("stderr", ""),
+                                 int(output.get("stdout_bytes", 0)), int(output.get("stderr_bytes", 0))),
+                  float(data.get("seconds", 0.0)), dict(data.get("impls", {})), None,
+                  data.get("fingerprint", ""), data.get("root", ""))
+        return sub.scored(settings) if settings is not None else sub
+
+    def scored(self, settings: GradeSettings) -> SubmissionResult:
+        """This submission with its score under ``settings.rubric``."""
+        failure = (self.status, self.message) if self.status != "ok" else None
+        sheet = rubrics.score(settings.scoring_rubric(), self.results, impls=self.impls,
+                              battery=settings.battery(), failure=failure, strict=settings.strict)
+        return replace(self, score=sheet)
+
+
+def result_from_dict(data: dict) -> CheckResult:
+    """A :class:`CheckResult` read back from its ``to_dict()``."""
+    names = CheckResult.__dataclass_fields__
+    values = {k: v for k, v in data.items() if k in names}
+    values["status"] = Status(values["status"])
+    if values.get("worst_index") is not None:
+        values["worst_index"] = tuple(values["worst_index"])
+    return CheckResult(**values)
 
 
 def _clip(text: str, width: int) -> str:
@@ -250,6 +380,10 @@ class GradeSettings:
     env : dict
         Environment for the children (thread pools sized for ``jobs``).
     capture_limit : int
+    rubric : Rubric or None
+        Points per item, resolved against the layers; None: one point per layer.
+    strict : bool
+        Warnings fail (and cost points).
     """
 
     config: GradcheckConfig
@@ -263,6 +397,35 @@ class GradeSettings:
     drop_privileges: bool = True
     env: dict = field(default_factory=dict)
     capture_limit: int = 64 * 1024
+    rubric: rubrics.Rubric | None = None
+    strict: bool = False
+
+    def battery(self) -> dict:
+        """``{layer: (geometry label, ...)}``: what is checked of each layer, in order."""
+        from cnncheck import catalog
+
+        labels = {}
+        for name in self.layers:
+            geometries = [g.label for g, _ in catalog.spec(name).battery(self.overrides or None)]
+            labels[name] = tuple(geometries[:1] if self.quick else geometries)
+        return labels
+
+    def scoring_rubric(self) -> rubrics.Rubric:
+        """The rubric scores are given under: ``rubric``, or one point per layer."""
+        if self.rubric is not None:
+            return self.rubric
+        from cnncheck import catalog
+
+        default = rubrics.default_rubric(self.layers)
+        return default.resolve({s.name: s for s in catalog.specs()}, battery=self.battery())
+
+    def key(self, version: str) -> str:
+        """A hash of what decides a grade: the check settings, the rubric, cnncheck's version."""
+        data = {"version": version, "config": self.config.to_dict(), "layers": list(self.layers),
+                "overrides": {k: str(v) for k, v in sorted(self.overrides.items())}, "quick": self.quick,
+                "timeout": self.timeout, "memory_limit": self.memory_limit, "forbid": sorted(self.forbid),
+                "strict": self.strict, "rubric": self.scoring_rubric().digest}
+        return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def _copy(submission: Submission, into: str) -> str:
@@ -334,9 +497,11 @@ def grade_submission(submission: Submission, settings: GradeSettings, references
 
     start = time.perf_counter()
     layers = list(settings.layers)
+    ident = dict(fingerprint=fingerprint(submission), root=submission.root or submission.path)
     if submission.problem:
         return SubmissionResult(submission.name, submission.path, str(Status.ERROR), submission.problem,
-                                dict.fromkeys(layers, "error"), dict.fromkeys(layers, str(Status.ERROR)))
+                                dict.fromkeys(layers, "error"), dict.fromkeys(layers, str(Status.ERROR)),
+                                **ident).scored(settings)
     workdir = tempfile.mkdtemp(prefix="cnncheck-grade-")
     loaded = None
     try:
@@ -361,8 +526,13 @@ def grade_submission(submission: Submission, settings: GradeSettings, references
             return SubmissionResult(submission.name, submission.path, str(failure.status), message,
                                     dict.fromkeys(layers, layer_verdict(results[:1])),
                                     dict.fromkeys(layers, str(failure.status)), results, output(),
-                                    time.perf_counter() - start)
+                                    time.perf_counter() - start, **ident).scored(settings)
         pairs = loaded.registry.select(layers, [], sources=[module])
+        impls = {}
+        for spec, impl in pairs:
+            variant = next((v for v, (forward, _) in spec.functions.items() if forward == impl.forward), None)
+            if variant is not None:
+                impls.setdefault(spec.name if not variant else f"{spec.name}-{variant}", impl.name)
         results = run_checks(loaded, pairs, overrides=settings.overrides or None, config=settings.config,
                              quick=settings.quick, references=references, limit_threads=False)
         results = tuple(replace(r, source=submission.path, location=_original(r.location, module, submission),
@@ -375,12 +545,11 @@ def grade_submission(submission: Submission, settings: GradeSettings, references
             statuses[layer] = str(max(failing, key=lambda r: severity(r.status)).status) if failing \
                 else str(Status.PASS)
         return SubmissionResult(submission.name, submission.path, "ok", "", verdicts, statuses, results, output(),
-                                time.perf_counter() - start)
+                                time.perf_counter() - start, impls, **ident).scored(settings)
     finally:
         if loaded is not None:
             loaded.close()
         shutil.rmtree(workdir, ignore_errors=True)
-
 
 def _original(location: str, module: str, submission: Submission) -> str:
     """A location in the copy, as a location in the submission itself."""
@@ -454,21 +623,30 @@ def grade_all(submissions: Sequence[Submission], settings: GradeSettings, *, job
 def to_document(graded: Sequence[SubmissionResult], *, directory: str, settings: GradeSettings, version: str = "",
                 interrupted: bool = False, with_output: bool = False, seconds: float = 0.0) -> dict:
     """The JSON document of a grading run (``seed`` reproduces it with ``--seed``)."""
+    rubric = settings.scoring_rubric()
     return {
         "command": "grade",
         "version": version,
-        "schema_version": 2,
+        "schema_version": SCHEMA_VERSION,
         "directory": str(directory),
         "passed": not interrupted and bool(graded) and all(s.passed for s in graded),
         "interrupted": interrupted,
         "seed": settings.config.seed,
+        "key": settings.key(version),
         "config": settings.config.to_dict(),
         "layers": list(settings.layers),
+        "quick": settings.quick,
+        "overrides": {k: str(v) for k, v in settings.overrides.items()},
         "timeout": settings.timeout,
         "memory_limit": settings.memory_limit,
         "forbid_import": list(settings.forbid),
+        "rubric": rubric.to_dict(),
+        "max_points": rubric.max_points,
         "seconds": seconds,
-        "summary": {"submissions": len(graded), "passed": sum(1 for s in graded if s.passed)},
+        "summary": {"submissions": len(graded), "passed": sum(1 for s in graded if s.passed),
+                    "outcomes": {o: n for o in OUTCOMES if (n := sum(1 for s in graded if s.outcome == o))},
+                    "mean_points": round(sum(s.points for s in graded) / len(graded), rubrics.DIGITS) if graded
+                    else 0.0},
         "submissions": [s.to_dict(with_output=with_output) for s in graded],
     }
 
@@ -478,40 +656,161 @@ def write_json(document: dict, file) -> None:
     file.write("\n")
 
 
-def summary_columns(layers: Sequence[str]) -> list:
-    return ["submission", "path", "status", *layers, "passed", "seconds", "message"]
+def summary_columns(document: dict) -> list:
+    """The CSV header: who, the outcome and points, the points of each item, each layer's worst status, the time."""
+    items = [i["name"] for i in document["rubric"]["items"]]
+    return ["submission", "path", "status", "points", "max_points", *items,
+            *(f"{layer}_status" for layer in document["layers"]), "seconds", "message"]
 
 
-def csv_rows(graded: Sequence[SubmissionResult], layers: Sequence[str]) -> list:
-    """One row per submission: its status, the worst status per layer, whether it passed, the time."""
+def csv_rows(graded: Sequence[SubmissionResult], document: dict) -> list:
+    """One row per submission (see :func:`summary_columns`)."""
     rows = []
     for sub in graded:
-        row = {"submission": sub.name, "path": sub.path, "status": sub.status, "passed": sub.passed,
-               "seconds": f"{sub.seconds:.2f}", "message": sub.message or "; ".join(sub.problems(200))}
-        for layer in layers:
-            row[layer] = sub.statuses.get(layer, "")
+        row = {"submission": sub.name, "path": sub.path, "status": sub.outcome, "points": _num(sub.points),
+               "max_points": _num(sub.max_points), "seconds": f"{sub.seconds:.2f}",
+               "message": sub.message or "; ".join(sub.problems(200))}
+        if sub.score is not None:
+            for item in sub.score.items:
+                row[item.item.name] = _num(item.points)
+        for layer in document["layers"]:
+            row[f"{layer}_status"] = sub.statuses.get(layer, "")
         rows.append(row)
     return rows
 
 
-def write_csv(graded: Sequence[SubmissionResult], layers: Sequence[str], file) -> None:
-    writer = csv.DictWriter(file, fieldnames=summary_columns(layers))
+def _num(value: float) -> str:
+    return f"{value:g}"
+
+
+def write_csv(graded: Sequence[SubmissionResult], document: dict, file) -> None:
+    writer = csv.DictWriter(file, fieldnames=summary_columns(document), extrasaction="ignore")
     writer.writeheader()
-    writer.writerows(csv_rows(graded, layers))
+    writer.writerows(csv_rows(graded, document))
 
 
-def csv_text(graded: Sequence[SubmissionResult], layers: Sequence[str]) -> str:
+def csv_text(graded: Sequence[SubmissionResult], document: dict) -> str:
     buffer = io.StringIO()
-    write_csv(graded, layers, buffer)
+    write_csv(graded, document, buffer)
     return buffer.getvalue()
 
 
 def write_results_file(path, graded: Sequence[SubmissionResult], document: dict) -> str:
     """Write ``graded`` to ``path``: CSV when it ends in ``.csv``, else the JSON document; returns the kind."""
-    kind = "csv" if os.fspath(path).lower().endswith(".csv") else "json"
+    kind = "csv" if is_csv(path) else "json"
     with open(path, "w", encoding="utf-8", newline="" if kind == "csv" else None) as handle:
         if kind == "csv":
-            write_csv(graded, document["layers"], handle)
+            write_csv(graded, document, handle)
         else:
             write_json(document, handle)
     return kind
+
+
+def is_csv(path) -> bool:
+    return os.fspath(path).lower().endswith(".csv")
+
+
+# -- resuming --------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Previous:
+    """Submissions an earlier run graded, as recorded in its document and checkpoint.
+
+    Attributes
+    ----------
+    seed : int or None
+        The seed of the latest of them (the checkpoint's, when there is one).
+    sources : tuple of (key, version, list of dict)
+        Each file's settings key, cnncheck version and submissions.
+    """
+
+    seed: int | None
+    sources: tuple
+
+
+def checkpoint_path(output) -> str:
+    return os.fspath(output) + CHECKPOINT_SUFFIX
+
+
+def read_previous(output) -> Previous | None:
+    """What the JSON document ``output`` and its checkpoint hold; None when neither exists.
+
+    Raises
+    ------
+    CnnCheckError
+        ``output`` exists but is not a ``cnncheck grade`` JSON document.
+    """
+    sources, seed = [], None
+    if os.path.exists(output):
+        try:
+            with open(output, encoding="utf-8") as handle:
+                document = json.load(handle)
+        except (OSError, ValueError) as exc:
+            raise CnnCheckError(f"cannot resume from {output}: not a JSON document ({exc})") from None
+        if not isinstance(document, dict) or document.get("command") != "grade" or "key" not in document:
+            raise CnnCheckError(f"cannot resume from {output}: not the JSON document of a cnncheck grade run "
+                                f"(schema {SCHEMA_VERSION})")
+        sources.append((document["key"], document.get("version", ""), list(document.get("submissions", []))))
+        seed = document.get("seed")
+    partial = checkpoint_path(output)
+    if os.path.exists(partial):
+        header, entries = None, []
+        with open(partial, encoding="utf-8") as handle:
+            for line in handle:
+                try:
+                    data = json.loads(line)
+                except ValueError:      # the last line of a run killed while writing it
+                    break
+                if header is None:
+                    header = data
+                elif isinstance(data, dict) and "name" in data:
+                    entries.append(data)
+        if isinstance(header, dict) and "key" in header:
+            sources.append((header["key"], header.get("version", ""), entries))
+            seed = header.get("seed", seed)
+    if not sources:
+        return None
+    return Previous(seed, tuple(sources))
+
+
+def resumable(previous: Previous | None, submissions: Sequence[Submission], settings: GradeSettings,
+              version: str) -> dict:
+    """``{name: SubmissionResult}``: the submissions ``previous`` graded with the same files and settings key."""
+    if previous is None:
+        return {}
+    key = settings.key(version)
+    recorded: dict = {}
+    for source_key, source_version, entries in previous.sources:
+        if source_key != key or source_version != version:
+            continue
+        for entry in entries:
+            recorded[entry.get("name")] = entry
+    done = {}
+    for submission in submissions:
+        entry = recorded.get(submission.name)
+        if entry is not None and entry.get("fingerprint") == fingerprint(submission):
+            done[submission.name] = SubmissionResult.from_dict(entry, settings)
+    return done
+
+
+class Checkpoint:
+    """Appends each graded submission to ``path`` as a JSON line, after a header with the run's key and seed."""
+
+    def __init__(self, path, *, key: str, seed: int, version: str) -> None:
+        self.path = os.fspath(path)
+        self.handle = open(self.path, "w", encoding="utf-8")
+        self._write({"command": "grade", "checkpoint": True, "key": key, "seed": seed, "version": version})
+
+    def _write(self, data: dict) -> None:
+        self.handle.write(json.dumps(data) + "\n")
+        self.handle.flush()
+
+    def add(self, result: SubmissionResult) -> None:
+        self._write(result.to_dict())
+
+    def close(self, *, remove: bool) -> None:
+        self.handle.close()
+        if remove:
+            try:
+                os.remove(self.path)
+            except FileNotFoundError:
+                pass

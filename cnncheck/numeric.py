@@ -103,6 +103,7 @@ def compare_elements(x: np.ndarray, analytic: np.ndarray, indices: np.ndarray, p
     unchanged = bool(np.array_equal(plus, minus))
     where = [tuple(int(i) for i in np.unravel_index(int(j), x.shape)) for j in indices]
     return _verdict(a, numeric, right, left, where, threshold=threshold, floor_fraction=floor_fraction,
+                    noise=noise_level(base, dout, h, x.dtype),
                     kinks=kinks, label=label, unit="elements", unchanged=unchanged)
 
 
@@ -123,22 +124,45 @@ def compare_directions(x: np.ndarray, analytic: np.ndarray, directions: np.ndarr
             right.append(float((plus[k] - base64) @ d) / h)
             left.append(float((base64 - minus[k]) @ d) / h)
     unchanged = bool(np.array_equal(plus, minus))
-    return _verdict(np.array(projected), np.array(numeric), np.array(right), np.array(left),
-                    None, threshold=threshold, floor_fraction=floor_fraction, kinks=kinks, label=label,
-                    unit="directions", unchanged=unchanged)
+    return _verdict(np.array(projected), np.array(numeric), np.array(right), np.array(left), None,
+                    threshold=threshold, floor_fraction=floor_fraction, noise=noise_level(base, dout, h, x.dtype),
+                    kinks=kinks, label=label, unit="directions", unchanged=unchanged)
 
 
-def errors(a: np.ndarray, n: np.ndarray, floor_fraction: float) -> tuple:
-    """``(abs_error, rel_error)`` arrays with the raised floor."""
+#: Rounding errors of one output element, in units of the dtype's machine epsilon.
+NOISE_ULPS = 10.0
+
+
+def noise_level(base: np.ndarray, dout: np.ndarray, h: float, dtype) -> float:
+    """The absolute error a centred difference of this output cannot resolve.
+
+    Each output element carries a rounding error of about ``NOISE_ULPS``
+    machine epsilons of its size; contracted with ``dout`` and divided by the
+    step ``2 h``, that is ``NOISE_ULPS * eps * sum(|out| * |dout|) / (2 h)``.
+    A gradient element within this of its numerical value is right as far as
+    centred differences can tell (a gradient that is exactly zero in theory,
+    such as a bias before a batch normalisation, shows only this noise).
+    """
+    eps = float(np.finfo(np.dtype(dtype) if np.dtype(dtype).kind == "f" else np.float64).eps)
+    scale = float(np.abs(np.asarray(base, dtype=np.float64)).reshape(-1) @
+                  np.abs(np.asarray(dout, dtype=np.float64)).reshape(-1))
+    return NOISE_ULPS * eps * scale / (2.0 * h)
+
+
+def errors(a: np.ndarray, n: np.ndarray, floor_fraction: float, noise: float = 0.0,
+           threshold: float = 1.0) -> tuple:
+    """``(abs_error, rel_error)`` arrays: the denominator is raised to ``floor_fraction`` of the largest
+    ``|n|`` and to ``noise / threshold``, so elements within the noise of the centred differences pass."""
     abs_err = np.abs(n - a)
-    floor = max(1e-8, floor_fraction * float(np.max(np.abs(n), initial=0.0)))
+    floor = max(1e-8, floor_fraction * float(np.max(np.abs(n), initial=0.0)), noise / threshold)
     with np.errstate(all="ignore"):
         rel = abs_err / np.maximum(floor, np.abs(a) + np.abs(n))
     return abs_err, rel
 
 
-def _verdict(a, n, right, left, where, *, threshold, floor_fraction, kinks, label, unit, unchanged) -> Comparison:
-    abs_err, rel = errors(a, n, floor_fraction)
+def _verdict(a, n, right, left, where, *, threshold, floor_fraction, kinks, label, unit, unchanged,
+             noise: float = 0.0) -> Comparison:
+    abs_err, rel = errors(a, n, floor_fraction, noise, threshold)
     rel = np.where(np.isfinite(rel), rel, np.inf)
     if rel.size == 0:
         return Comparison(Status.PASS, 0.0, 0.0, None, 0.0, 0.0, 0, f"{label} has no elements")

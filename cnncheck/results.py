@@ -174,6 +174,8 @@ class GradcheckReport:
     interrupted : bool
         The run was stopped (Ctrl-C) before every check finished.
     version : str
+    absent : tuple of str
+        Layers left out of ``all`` because the user's module defines none of their functions.
     """
 
     results: tuple
@@ -182,6 +184,7 @@ class GradcheckReport:
     strict: bool = False
     interrupted: bool = False
     version: str = ""
+    absent: tuple = ()
 
     def fails(self, result: CheckResult) -> bool:
         return result.fails(strict=self.strict, allow_missing=self.allow_missing)
@@ -271,6 +274,7 @@ class GradcheckReport:
             "allow_missing": self.allow_missing,
             "strict": self.strict,
             "interrupted": self.interrupted,
+            "absent": list(self.absent),
             "summary": self.counts(),
             "implementations": implementations,
             "rows": [{"layer": r.layer, "impl": r.impl, "subject": r.subject, "status": str(r.status),

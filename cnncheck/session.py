@@ -285,8 +285,13 @@ class ChildSession:
             self.deadline = saved
         self.memory_limited = bool(ready.get("memory_limited"))
         self.uid = ready.get("uid")
-        for load in self.loads:
-            self._ask(load)
+        for load in self.loads:           # importing the module again has a span of its own
+            saved = self.deadline
+            self.begin()
+            try:
+                self._ask(load)
+            finally:
+                self.deadline = saved
 
     def _stop(self) -> None:
         proc, self.proc = self.proc, None
@@ -322,6 +327,7 @@ class ChildSession:
     def _fail(self, status: str, message: str):
         proc = self.proc
         self._stop()
+        self.deadline = None          # the span ends with its failure
         if status == Status.CRASHED:
             message = _death(proc.returncode)
         raise SessionFailure(status, message)
@@ -376,6 +382,8 @@ class ChildSession:
                 continue
             if not chunk:
                 self._wait_exit()
+                if self.reader.buffer:
+                    self._fail(Status.PROTOCOL_ERROR, "sent a malformed message (a partial frame) and exited")
                 if startup:
                     err = self.captures["stderr"].text().strip()
                     proc = self.proc

@@ -328,6 +328,11 @@ class LayerSpec:
         Dimension letters ``--sweep`` accepts for this layer.
     impls : tuple of Builtin
         cnncheck's own implementations of the layer, the reference among them.
+    kinks : bool
+        The layer is not differentiable everywhere although it has no
+        ``subgradient`` check (a relu inside a sandwich layer): failing
+        elements whose one-sided differences bracket the analytic value are
+        not held against it.
     """
 
     name: str
@@ -348,6 +353,7 @@ class LayerSpec:
     check: Callable | None = None
     sweep: Mapping[str, Callable] = field(default_factory=dict)
     impls: tuple = ()
+    kinks: bool = False
 
     def __post_init__(self) -> None:
         if self.protocol not in ("layer", "loss"):
@@ -376,7 +382,7 @@ class LayerSpec:
 
     @property
     def has_kinks(self) -> bool:
-        return self.subgradient is not None
+        return self.kinks or self.subgradient is not None
 
     # -- parameters ---------------------------------------------------------------------------
     def defaults(self, purpose: str = "gradcheck") -> dict:

@@ -92,25 +92,57 @@ _RESERVED = ("--mode", "--eps", "--seed", "--dtype", "--format", "--impl", "--mo
               help=f"Finite-difference step [default: {_F64[0]:g} in float64, {_F32[0]:g} in float32].")
 @click.option("--max-error", type=click.FloatRange(min=0, min_open=True), default=None, metavar="TOL",
               help=f"Largest relative error that passes [default: {_F64[1]:g} in float64, {_F32[1]:g} in float32].")
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, metavar="INT",
-              help="Seed of the inputs, dout, samples and directions.")
+@click.option("--seed", type=click.IntRange(min=0), default=None, metavar="INT",
+              help="Seed of the inputs, dout, samples and directions [default: 0; a fresh one, recorded in the "
+                   "output, with --format gradescope].")
 @click.option("--dtype", type=click.Choice(engine.DTYPES), default="float64", show_default=True,
               help="dtype of the inputs and dout.")
 @click.option("--format", "fmt", type=click.Choice(reporters.FORMATS["gradcheck"]), default=None,
               help="Output format [default: rich on a terminal, plain when piped].")
 @click.option("--junit", type=click.Path(dir_okay=False), default=None, metavar="FILE",
               help="Also write JUnit XML to FILE (one testcase per check).")
+@click.option("--rubric", "rubric_file", type=click.Path(dir_okay=False), default=None, metavar="FILE",
+              help="With --format gradescope: points per layer and per kind of check (TOML, as for cnncheck "
+                   "grade) [default: one point per layer].")
 @click.option("--strict", is_flag=True, help="Warnings fail the run too.")
 @click.option("--allow-missing", is_flag=True, help="Layers not implemented yet do not fail the run.")
 @click.option("--traceback", "show_traceback", is_flag=True,
               help="Print the full traceback of every implementation that raised (to stderr).")
 @click.option("-v", "--verbose", is_flag=True, help="Print each implementation's verdict to stderr as it finishes.")
+@click.option("--model", "models", multiple=True, metavar="PATH.py:CLASS",
+              help="With LAYER 'model': a model class whose loss(X, y) returns every parameter's gradient, such "
+                   "as cnn/classifiers/cnn.py:ThreeLayerConvNet (default: cnncheck's own models). Repeatable.")
+@click.option("--model-arg", "model_args", multiple=True, metavar="NAME=VALUE",
+              help="A constructor argument of the --model class (a Python literal), e.g. hidden_dims=[20,30]. "
+                   "Repeatable.")
 @isolation_options
 @click.pass_context
 def gradcheck(ctx: click.Context, layers, impls, modules, no_entry_points, quick, no_reference, mode, samples,
-              probes, eps, max_error, seed, dtype, fmt, junit, strict, allow_missing, show_traceback, verbose,
-              **params) -> None:
+              probes, eps, max_error, seed, dtype, fmt, junit, rubric_file, strict, allow_missing, show_traceback,
+              verbose, models, model_args, **params) -> None:
     check_output_path(junit, "--junit")
+    if fmt == "gradescope" or rubric_file is not None:
+        from cnncheck.cli.grade_cmd import autograde
+
+        if models or model_args or "model" in layers:
+            raise click.UsageError("--format gradescope grades layers; models are checked with gradcheck model")
+        if samples is not None and mode in ("full", "directional"):
+            raise click.UsageError(f"--samples does not apply to --mode {mode}")
+        if probes is not None and mode in ("full", "sample"):
+            raise click.UsageError(f"--probes does not apply to --mode {mode}")
+        config = dict(mode=mode, samples=samples or engine.DEFAULT_SAMPLES, probes=probes or engine.DEFAULT_PROBES,
+                      eps=eps, max_error=max_error, reference=not no_reference)
+        autograde(ctx, layers=layers, impls=names(impls), modules=list(modules), params=params, quick=quick,
+                  rubric_file=rubric_file, seed=seed, config=config, dtype=dtype, junit=junit, strict=strict,
+                  allow_missing=allow_missing, show_traceback=show_traceback)
+        return
+    seed = 0 if seed is None else seed
+    if "model" in layers:
+        _models(ctx, layers, models, model_args, params, seed=seed, eps=eps, max_error=max_error, samples=samples,
+                probes=probes, dtype=dtype, fmt=fmt, junit=junit, strict=strict, show_traceback=show_traceback)
+        return
+    if models or model_args:
+        raise click.UsageError("--model and --model-arg apply to `cnncheck gradcheck model`")
     if samples is not None and mode in ("full", "directional"):
         raise click.UsageError(f"--samples does not apply to --mode {mode}")
     if probes is not None and mode in ("full", "sample"):
@@ -142,6 +174,39 @@ def gradcheck(ctx: click.Context, layers, impls, modules, no_entry_points, quick
         done = len(report.implementations())
         click.echo(f"interrupted: {done} of {len(plan.pairs)} implementations checked", err=True)
         ctx.exit(ExitCode.INTERRUPTED)
+    ctx.exit(ExitCode.OK if report.passed else ExitCode.FAILED)
+
+
+def _models(ctx, layers, models, model_args, params, *, seed, eps, max_error, samples, probes, dtype, fmt, junit,
+            strict, show_traceback) -> None:
+    import ast
+
+    if tuple(layers) != ("model",):
+        raise click.UsageError("check models on their own: `cnncheck gradcheck model --model FILE:CLASS`")
+    if dtype != "float64":
+        raise click.UsageError("models are checked in float64, as the notebooks do")
+    isolation = isolation_settings(params)
+    if parameter_overrides(params):
+        raise click.UsageError("layer parameters do not apply to models; use --model-arg NAME=VALUE")
+    kwargs = {}
+    for pair in model_args:
+        key, sep, text = pair.partition("=")
+        if not sep or not key.strip().isidentifier():
+            raise click.BadParameter(f"expected NAME=VALUE, got {pair!r}", param_hint="'--model-arg'")
+        try:
+            kwargs[key.strip()] = ast.literal_eval(text.strip())
+        except (ValueError, SyntaxError):
+            kwargs[key.strip()] = text.strip()
+    with usage_errors():
+        config = engine.GradcheckConfig(eps=eps, max_error=max_error, seed=seed,
+                                        samples=samples or engine.DEFAULT_SAMPLES,
+                                        probes=probes or engine.DEFAULT_PROBES)
+        fmt = fmt or reporters.default_format("gradcheck", sys.stdout)
+        with contextlib.redirect_stdout(sys.stderr):
+            report = api.check_models(list(models), kwargs, config=config, isolate=isolation.isolate,
+                                      sandbox=sandbox_for(isolation))
+    report = api.Report(results=report.results, config=report.config, strict=strict, version=report.version)
+    emit(report, fmt, junit=junit, show_traceback=show_traceback)
     ctx.exit(ExitCode.OK if report.passed else ExitCode.FAILED)
 
 

@@ -114,6 +114,8 @@ def summary_line(report: GradcheckReport) -> str:
     warnings = len({(r.layer, r.impl, r.finding) for r in report.warnings})
     if warnings:
         text += f"; {warnings} warning{'' if warnings == 1 else 's'}" + (" (failing: --strict)" if report.strict else "")
+    if report.absent:
+        text += f"; not in the module (name a layer to check it): {', '.join(report.absent)}"
     config = report.config
     text += f" [{config.get('dtype', 'float64')}, seed {config.get('seed', 0)}]"
     return text

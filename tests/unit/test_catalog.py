@@ -1,105 +1,127 @@
-"""The built-in specs: the course notebook's defaults, validation, input generation and flop counts."""
+"""The specs: parameters, geometries and inputs, checked as properties."""
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import pytest
 
-from cnncheck.catalog import AFFINE, CONV, POOL, RELU, SPECS, builtin_registry
+from cnncheck import catalog
 from cnncheck.errors import CnnCheckError
 
-
-def test_gradcheck_defaults_reproduce_the_seed():
-    assert AFFINE.resolve({}) == {"shape": (4, 32), "filters": 2}
-    assert CONV.resolve({}) == {"shape": (4, 3, 5, 5), "filters": 2, "kernel": (3, 3), "stride": 2, "pad": 1}
-    assert POOL.resolve({}) == {"shape": (3, 2, 8, 8), "pool_height": 2, "pool_width": 2, "stride": 2}
-    assert np.prod(RELU.resolve({})["shape"]) >= 4
-    assert CONV.output_shape(CONV.resolve({})) == (4, 2, 3, 3)
-    assert POOL.output_shape(POOL.resolve({})) == (3, 2, 4, 4)
+SPECS = catalog.specs()
 
 
-def test_bench_defaults_reproduce_the_seed_timing_cells():
-    conv = CONV.resolve({}, purpose="bench")
-    assert conv["shape"] == (100, 3, 31, 31) and conv["filters"] == 25
-    assert CONV.output_shape(conv) == (100, 25, 16, 16)
-    assert POOL.output_shape(POOL.resolve({}, purpose="bench")) == (100, 3, 16, 16)
+@pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.name)
+def test_every_geometry_resolves_and_builds_inputs_of_the_declared_shapes(spec):
+    for geometry, params in spec.battery():
+        sample = spec.make_sample(params, np.random.default_rng(0), np.float64, 1e-4)
+        shapes = spec.shapes(params)
+        for name in spec.grads:
+            assert sample.values[name].shape == tuple(shapes[name]), (geometry.label, name)
+            assert sample.values[name].dtype == np.float64
+        if sample.dout is not None:
+            assert sample.dout.shape == tuple(spec.output_shape(params))
+        assert spec.describe(params)
 
 
-def test_every_spec_names_its_gradients_and_seed_functions():
-    assert [s.name for s in SPECS] == ["affine", "relu", "conv", "pool"]
-    assert AFFINE.grads == CONV.grads == ("x", "w", "b")
-    assert RELU.grads == POOL.grads == ("x",)
-    assert CONV.seed_functions["fast"] == ("conv_forward_fast", "conv_backward_fast")
-    assert POOL.seed_functions["naive"] == ("max_pool_forward_naive", "max_pool_backward_naive")
-    assert RELU.has_kinks and POOL.has_kinks and not CONV.has_kinks
+@pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.name)
+def test_the_first_geometry_is_the_defaults(spec):
+    first, params = spec.battery()[0]
+    assert params == spec.resolve({})
+    if spec.name in ("affine", "relu", "conv", "pool"):
+        assert first.label == "notebook"
 
 
-@pytest.mark.parametrize("spec,overrides,fragment", [
-    (CONV, {"shape": (4, 3, 5)}, "conv --shape must be N,C,H,W, got 4,3,5"),
-    (CONV, {"stride": 0}, "stride must be >= 1"),
-    (CONV, {"pad": -1}, "pad must be >= 0"),
-    (CONV, {"kernel": (7, 7), "pad": 0}, "kernel 7x7 is larger than the padded input 5x5"),
-    (CONV, {"kernel": (1, 2, 3)}, "kernel must be K or HH,WW"),
-    (POOL, {"pool_height": 9}, "pool window 9x2 is larger than the input 8x8"),
-    (AFFINE, {"shape": (4,)}, "affine --shape must be N,D"),
-    (AFFINE, {"filters": 0}, "filters must be >= 1"),
-    (RELU, {"shape": (2, 0)}, "shape must have positive sizes"),
+def test_conv_and_pool_geometries_divide_evenly_unless_marked():
+    for name in ("conv", "pool"):
+        spec = catalog.spec(name)
+        for geometry, p in spec.battery():
+            N, C, H, W = p["shape"]
+            if name == "conv":
+                HH, WW, pad = *p["kernel"], p["pad"]
+            else:
+                HH, WW, pad = p["pool_height"], p["pool_width"], 0
+            even = (H + 2 * pad - HH) % p["stride"] == 0 and (W + 2 * pad - WW) % p["stride"] == 0
+            assert even != geometry.uneven, (name, geometry.label)
+
+
+def test_the_battery_covers_what_loops_confuse():
+    conv = [p for _, p in catalog.spec("conv").battery()]
+    assert any(p["shape"][2] != p["shape"][3] for p in conv)
+    assert any(p["kernel"][0] != p["kernel"][1] for p in conv)
+    assert {p["pad"] for p in conv} >= {0, 1, 2} and {p["stride"] for p in conv} >= {1, 2, 3}
+    assert {p["shape"][0] for p in conv} >= {1, 2} and {p["shape"][1] for p in conv} >= {1, 3}
+    pool = [p for _, p in catalog.spec("pool").battery()]
+    assert any(p["stride"] < p["pool_height"] for p in pool)             # overlapping windows
+    assert any(p["pool_height"] != p["pool_width"] for p in pool)
+    assert any(p["stride"] > p["pool_height"] for p in pool)
+    affine = [p for _, p in catalog.spec("affine").battery()]
+    assert {len(p["shape"]) for p in affine} >= {2, 4, 5} and any(p["filters"] == 1 for p in affine)
+
+
+def test_pool_inputs_keep_a_margin_between_window_values():
+    spec = catalog.spec("pool")
+    for _, params in spec.battery():
+        x = spec.make_sample(params, np.random.default_rng(1), np.float64, 1e-4).values["x"]
+        ph, pw, s = params["pool_height"], params["pool_width"], params["stride"]
+        for i in range(0, x.shape[2] - ph + 1):
+            for j in range(0, x.shape[3] - pw + 1):
+                window = np.sort(x[:, :, i:i + ph, j:j + pw].reshape(*x.shape[:2], -1), axis=-1)
+                assert np.min(np.diff(window, axis=-1)) >= 2e-4
+
+
+def test_kink_inputs_hold_exact_ties_and_zeros():
+    relu = catalog.spec("relu")
+    x = relu.make_sample(relu.resolve({"shape": (4, 50)}), np.random.default_rng(0), kinks=True).values["x"]
+    assert (x == 0).sum() > 20
+    pool = catalog.spec("pool")
+    x = pool.make_sample(pool.resolve({}), np.random.default_rng(0), kinks=True).values["x"]
+    windows = x.reshape(3, 2, 4, 2, 4, 2).transpose(0, 1, 2, 4, 3, 5).reshape(-1, 4)
+    assert (np.sum(windows == windows.max(axis=1, keepdims=True), axis=1) > 1).sum() > 10
+
+
+@pytest.mark.parametrize("layer, overrides, message", [
+    ("conv", {"shape": (4, 3, 5)}, "conv shape must have 4 sizes"),
+    ("conv", {"stride": 0}, "conv stride must be >= 1, got 0"),
+    ("conv", {"pad": -1}, "conv pad must be >= 0, got -1"),
+    ("conv", {"kernel": "9"}, "conv kernel 9x9 is larger than the padded input 7x7"),
+    ("conv", {"shape": "4,3,a,5"}, "conv shape must be an integer"),
+    ("pool", {"pool_height": 9}, "pool window 9x2 is larger than the input 8x8"),
+    ("affine", {"shape": (5,)}, "affine shape must be N,D"),
+    ("relu", {"shape": (2, 0)}, "relu shape must have positive sizes"),
 ])
-def test_invalid_parameters_raise(spec, overrides, fragment):
-    with pytest.raises(CnnCheckError, match=fragment):
-        spec.resolve(overrides)
+def test_invalid_parameters_name_the_layer_and_the_value(layer, overrides, message):
+    with pytest.raises(CnnCheckError, match=message):
+        catalog.spec(layer).resolve(overrides)
 
 
-def test_resolve_ignores_parameters_a_layer_does_not_take_and_square_kernels():
-    assert RELU.resolve({"stride": 3, "shape": (2, 2)}) == {"shape": (2, 2)}
-    assert CONV.resolve({"kernel": (2,)})["kernel"] == (2, 2)
-    with pytest.raises(ValueError, match="purpose"):
-        CONV.resolve({}, purpose="other")
+def test_parameters_from_the_command_line_are_strings():
+    params = catalog.spec("conv").resolve({"shape": "2,3,6,6", "kernel": "3", "stride": "1", "pad": "0"})
+    assert params == {"shape": (2, 3, 6, 6), "filters": 2, "kernel": (3, 3), "stride": 1, "pad": 0}
 
 
-@pytest.mark.parametrize("spec", SPECS)
-@pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_inputs_have_the_right_shapes_and_dtype(spec, dtype):
-    params = spec.resolve({})
-    sample = spec.make_inputs(params, np.random.default_rng(0), dtype, 1e-4)
-    assert list(sample.arrays) == list(spec.grads)
-    assert all(a.dtype == dtype for a in sample.arrays.values())
-    assert sample.dout.shape == spec.output_shape(params) and sample.dout.dtype == dtype
-    again = spec.make_inputs(params, np.random.default_rng(0), dtype, 1e-4)
-    assert all(np.array_equal(a, b) for a, b in zip(sample.arrays.values(), again.arrays.values()))
+def test_flop_and_byte_counts():
+    conv = catalog.spec("conv")
+    forward, backward = conv.flops(conv.resolve({}))
+    assert forward == 2 * 4 * 2 * 3 * 3 * 3 * 3 * 3 and backward == 2 * forward
+    relu = catalog.spec("relu")
+    assert relu.bytes(relu.resolve({"shape": (10, 10)}), 8) == (1600, 2400)
+    assert math.prod(catalog.spec("affine").shapes(catalog.spec("affine").resolve({}))["w"]) == 64
 
 
-def test_pool_inputs_have_no_near_ties_in_any_window_and_stay_of_order_one():
-    params = POOL.resolve({"shape": (2, 2, 9, 10), "pool_height": 2, "pool_width": 3, "stride": 1})
-    x = POOL.make_inputs(params, np.random.default_rng(1), np.float64, 0.01).arrays["x"]
-    for i in range(8):
-        for j in range(8):
-            window = np.sort(x[:, :, i:i + 2, j:j + 3].reshape(4, -1), axis=1)
-            assert np.diff(window, axis=1).min() >= 0.02
-    assert np.abs(x).max() < 5
-    # The position of each window's maximum varies.
-    argmax = {int(np.argmax(x[0, 0, i:i + 2, j:j + 3])) for i in range(0, 8, 2) for j in range(0, 8, 3)}
-    assert len(argmax) > 1
+def test_register_adds_a_layer_once():
+    spec = catalog.spec("relu")
+    from dataclasses import replace
 
-
-def test_relu_inputs_keep_the_margin_and_margin_zero_is_plain_normal():
-    params = RELU.resolve({"shape": (50, 50)})
-    x = RELU.make_inputs(params, np.random.default_rng(0), np.float64, 0.05).arrays["x"]
-    assert np.abs(x).min() >= 0.05
-    plain = RELU.make_inputs(params, np.random.default_rng(0), np.float64, 0.0).arrays["x"]
-    assert np.abs(plain).min() < 0.05
-
-
-def test_flops_follow_the_formula():
-    fwd, bwd = CONV.flops(CONV.resolve({}))
-    assert fwd == 2 * 4 * 2 * 3 * 3 * 3 * 3 * 3 and bwd == 2 * fwd
-    assert AFFINE.flops(AFFINE.resolve({}))[0] == 2 * 4 * 32 * 2
-    assert RELU.flops(RELU.resolve({})) is None and RELU.bytes_moved(RELU.resolve({}), 8) is not None
-
-
-def test_builtin_registry_has_naive_and_fast_for_conv_and_pool():
-    registry = builtin_registry()
-    assert {"naive", "fast"} <= {i.name for i in registry.impls("conv")}
-    assert {"naive", "fast"} <= {i.name for i in registry.impls("pool")}
-    assert registry.impl("affine", "numpy").backend == "numpy"
-    assert registry.impl("conv", "fast").backend in ("cython", "numpy")
+    extra = replace(spec, name="relu_copy")
+    catalog.register(extra)
+    try:
+        assert catalog.spec("relu_copy") is extra
+        with pytest.raises(ValueError, match="already in the catalogue"):
+            catalog.register(extra)
+    finally:
+        catalog.unregister("relu_copy")
+    with pytest.raises(KeyError):
+        catalog.spec("relu_copy")

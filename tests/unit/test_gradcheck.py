@@ -1,501 +1,434 @@
-"""The gradient-check engine: modes, statuses, kinks, dtypes, restored probes, jobs and the Python API."""
+"""The battery: each check exists to catch a bug, and must not fail a correct layer written another way.
+
+Implementations here are small functions run in this process (a LocalSession);
+the corpus test runs whole files through the command line.
+"""
 
 from __future__ import annotations
-
-import importlib.util
-import pickle
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-import cnncheck
-from cnncheck import gradcheck as engine
-from cnncheck.catalog import AFFINE, CONV, POOL, RELU, builtin_registry
+from cnncheck import catalog, gradcheck, loading
 from cnncheck.errors import CnnCheckError
-from cnncheck.gradcheck import CheckJob, GradcheckConfig, check, run_check_job, run_checks
 from cnncheck.layers import naive
-from cnncheck.results import GradcheckReport, Status
-from cnncheck.specs import Impl, SampleInput
+from cnncheck.results import GradcheckReport
+from cnncheck.session import LocalSession
+from cnncheck.specs import Geometry, Sample
+from cnncheck.status import Status
 
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "layers"
-SPECS = {"affine": AFFINE, "relu": RELU, "conv": CONV, "pool": POOL}
-
-
-def load(name: str):
-    spec = importlib.util.spec_from_file_location(f"fixture_{name}", FIXTURES / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+REGISTRY = loading.builtin_registry()
+_FUNCTIONS = {k: v for layer in REGISTRY.layer_names() for impl in REGISTRY.impls(layer)
+              for k, v in impl.functions.items()}
 
 
-def impl_of(layer: str, forward, backward, name: str = "test") -> Impl:
-    return Impl(layer, name, forward, backward, "test", "test")
+def run(layer, forward, backward, *, battery=None, sample=None, **config):
+    """Results of the default battery on one implementation made of two functions."""
+    spec = catalog.spec(layer)
+    impl = loading.function_impl(layer, "mine", forward, backward, "user", "test")
+    references = gradcheck.References(REGISTRY, LocalSession(_FUNCTIONS))
+    with gradcheck.single_threaded():
+        return gradcheck.check(spec, impl, LocalSession(dict(impl.functions)), battery=battery,
+                               config=gradcheck.GradcheckConfig(**config), references=references, sample=sample)
 
 
-def run(layer: str, forward, backward, config: GradcheckConfig | None = None, **overrides):
-    spec = SPECS[layer]
-    return check(spec, impl_of(layer, forward, backward), spec.resolve(overrides), config)
+def failing(results, strict=False):
+    return [r for r in results if r.fails(strict=strict)]
 
 
-def statuses(results) -> dict:
-    return {r.gradient: r.status for r in results}
+def first(results, strict=False):
+    found = failing(results, strict)
+    assert found, "expected a failure"
+    return found[0]
 
 
-BUILTIN = [(layer, impl.name) for layer in ("affine", "relu", "conv", "pool")
-           for impl in builtin_registry().impls(layer) if impl.name != "torch"]
+# -- every built-in implementation passes ---------------------------------------------------------------
+@pytest.mark.parametrize("layer, impl", [(s.name, i.name) for s in REGISTRY.layers() for i in REGISTRY.impls(s.name)])
+def test_builtin_implementations_pass_the_default_battery(layer, impl):
+    spec = REGISTRY.layer(layer)
+    chosen = REGISTRY.impl(layer, impl)
+    references = gradcheck.References(REGISTRY, LocalSession(_FUNCTIONS))
+    with gradcheck.single_threaded():
+        results = gradcheck.check(spec, chosen, LocalSession(dict(chosen.functions)), references=references)
+    assert not failing(results, strict=True), [r.message for r in failing(results, strict=True)]
+    geometries = {r.geometry for r in results if r.geometry}
+    assert geometries == {g.label for g in spec.geometries}
+    kinds = {r.kind for r in results}
+    assert {"gradient", "protocol"} <= kinds
 
 
-# -- correct implementations pass -----------------------------------------------------
-@pytest.mark.parametrize("layer,name", BUILTIN)
-@pytest.mark.parametrize("mode", ["full", "sample", "directional"])
-def test_builtin_implementations_pass_in_float64(layer, name, mode):
-    registry = builtin_registry()
-    spec = registry.layer(layer)
-    results = check(spec, registry.impl(layer, name), spec.resolve({}), GradcheckConfig(mode=mode, samples=20))
-    assert [r.gradient for r in results] == ["d" + g for g in spec.grads]
-    for r in results:
-        assert r.status == Status.PASS, r.message
-        assert r.rel_error < 1e-7
-        assert r.mode == mode
-
-
-def test_seed_shapes_and_errors_match_the_notebook():
-    """The course notebook's conv check: errors around 1e-9 and below, with its shapes."""
-    registry = builtin_registry()
-    results = check(CONV, registry.impl("conv", "naive"), CONV.resolve({}), GradcheckConfig())
-    assert results[0].params == {"shape": [4, 3, 5, 5], "filters": 2, "kernel": [3, 3], "stride": 2, "pad": 1}
-    assert all(r.rel_error < 1e-8 for r in results)
-    assert [r.compared for r in results] == [4 * 3 * 5 * 5, 2 * 3 * 3 * 3, 2]
-
-
-@pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="PyTorch not installed")
 @pytest.mark.parametrize("layer", ["affine", "relu", "conv", "pool"])
-def test_torch_implementations_pass(layer):
-    registry = builtin_registry()
-    spec = registry.layer(layer)
-    results = check(spec, registry.impl(layer, "torch"), spec.resolve({}), GradcheckConfig(mode="directional"))
-    assert all(r.status == Status.PASS for r in results), [r.message for r in results]
+def test_builtin_reference_layers_pass_in_float32(layer):
+    spec = REGISTRY.layer(layer)
+    impl = REGISTRY.reference(spec)
+    results = run(layer, impl.functions[impl.forward], impl.functions[impl.backward], dtype="float32")
+    assert not failing(results), [r.message for r in failing(results)]
 
 
-def test_an_independent_correct_module_passes_with_odd_geometry():
-    correct = load("correct")
-    results = run("conv", correct.conv_forward_naive, correct.conv_backward_naive,
-                  shape=(2, 2, 6, 5), filters=3, kernel=(3, 2), stride=2, pad=0)
-    assert statuses(results) == {"dx": "pass", "dw": "pass", "db": "pass"}
-    results = run("pool", correct.max_pool_forward_naive, correct.max_pool_backward_naive,
-                  shape=(2, 2, 7, 7), pool_height=3, pool_width=2, stride=1)
-    assert statuses(results) == {"dx": "pass"}
+# -- geometry bugs ----------------------------------------------------------------------------------------
+def _conv_width_from_HH(x, w, b, conv_param):
+    s, p = conv_param["stride"], conv_param["pad"]
+    N, C, H, W = x.shape
+    F, _, HH, WW = w.shape
+    H_out, W_out = 1 + (H + 2 * p - HH) // s, 1 + (W + 2 * p - HH) // s
+    xp = np.pad(x, ((0, 0), (0, 0), (p, p), (p, p)))
+    out = np.zeros((N, F, H_out, W_out))
+    for i in range(H_out):
+        for j in range(W_out):
+            out[:, :, i, j] = np.tensordot(xp[:, :, i * s:i * s + HH, j * s:j * s + WW], w, ([1, 2, 3], [1, 2, 3])) + b
+    return out, (x, w, b, conv_param)
 
 
-# -- float32 ------------------------------------------------------------------------
-@pytest.mark.parametrize("layer,name", [p for p in BUILTIN if p != ("conv", "naive")])
-@pytest.mark.parametrize("seed", range(4))
-def test_float32_correct_implementations_are_never_failures(layer, name, seed):
-    """What passes in float64 passes in float32 with the float32 defaults, far below the threshold."""
-    registry = builtin_registry()
-    spec = registry.layer(layer)
-    impl = registry.impl(layer, name)
-    for mode in ("full", "directional"):
-        results = check(spec, impl, spec.resolve({}), GradcheckConfig(dtype="float32", mode=mode, seed=seed))
-        for r in results:
-            assert r.status == Status.PASS, r.message
-            assert r.rel_error < r.threshold / 10
-            assert r.dtype == "float32" and r.eps == engine.DEFAULT_TOLERANCES["float32"][0]
+def test_a_bug_invisible_at_the_notebook_geometry_fails_at_another():
+    result = first(run("conv", _conv_width_from_HH, naive.conv_backward_naive))
+    assert result.status == Status.ERROR and result.geometry == "pad0"
+    assert result.message == "out has shape (2, 3, 3, 5), expected (2, 3, 3, 6)"
+    assert "x (2, 4, 5, 7), w (3, 4, 3, 2)" in result.where
 
 
-def test_float32_defaults_and_threshold():
-    config = GradcheckConfig(dtype="float32")
-    assert (config.step, config.threshold) == engine.DEFAULT_TOLERANCES["float32"]
-    assert (GradcheckConfig().step, GradcheckConfig().threshold) == (1e-5, 1e-7)
-    assert GradcheckConfig(dtype="float32", eps=0.5, max_error=0.25).step == 0.5
-
-
-@pytest.mark.parametrize("fixture,layer,bad", [
-    ("conv_missing_term", "conv", "dx"),
-    ("conv_transposed_dw", "conv", "dw"),
-    ("relu_output_sign", "relu", "dx"),
-    ("pool_spread", "pool", "dx"),
-])
-@pytest.mark.parametrize("dtype", ["float64", "float32"])
-def test_broken_gradients_fail_in_both_dtypes(fixture, layer, bad, dtype):
-    module = load(fixture)
-    fwd_name, bwd_name = SPECS[layer].seed_functions["naive"]
-    results = run(layer, getattr(module, fwd_name), getattr(module, bwd_name), GradcheckConfig(dtype=dtype))
-    got = statuses(results)
-    assert got.pop(bad) == Status.FAIL
-    assert set(got.values()) <= {Status.PASS}
-    failed = next(r for r in results if r.gradient == bad)
-    assert failed.rel_error > 0.1
-    assert f"at {bad}[" in failed.message and "analytic" in failed.message
-
-
-@pytest.mark.parametrize("mode", ["sample", "directional"])
-def test_broken_gradients_fail_in_every_mode(mode):
-    module = load("conv_transposed_dw")
-    results = run("conv", module.conv_forward_naive, module.conv_backward_naive, GradcheckConfig(mode=mode))
-    assert statuses(results) == {"dx": "pass", "dw": "fail", "db": "pass"}
-    if mode == "directional":
-        assert results[1].worst_index is None and "direction" in results[1].message
-
-
-# -- kinks ----------------------------------------------------------------------------
-def _relu_sample_on_kink(dtype=np.float64):
-    rng = np.random.default_rng(3)
-    x = rng.standard_normal((2, 3, 4, 4)).astype(dtype)
-    x.flat[[0, 5, 17]] = [0.0, 3e-6, -4e-6]       # at and within eps of relu's kink
-    return SampleInput({"x": x}, None, rng.standard_normal(x.shape).astype(dtype))
-
-
-def test_generated_inputs_keep_a_margin_from_kinks():
-    config = GradcheckConfig()
-    sample = RELU.make_inputs(RELU.resolve({"shape": (8, 8, 8, 8)}), np.random.default_rng(0),
-                              np.float64, config.margin)
-    assert np.abs(sample.arrays["x"]).min() >= config.margin
-    params = POOL.resolve({"shape": (2, 3, 9, 9), "pool_height": 3, "pool_width": 3, "stride": 1})
-    x = POOL.make_inputs(params, np.random.default_rng(0), np.float64, config.margin).arrays["x"]
-    gaps = [np.diff(np.sort(x[n, c, i:i + 3, j:j + 3].ravel())).min()
-            for n in range(2) for c in range(3) for i in range(7) for j in range(7)]
-    assert min(gaps) >= 2 * config.margin
-
-
-def test_relu_on_its_kink_is_reported_as_kink_not_failure():
-    results = check(RELU, impl_of("relu", naive.relu_forward, naive.relu_backward),
-                    RELU.resolve({"shape": (2, 3, 4, 4)}), GradcheckConfig(), sample=_relu_sample_on_kink())
-    (r,) = results
-    assert r.status == Status.KINK, r.message
-    assert r.passed
-    assert "nondifferentiable" in r.message
-
-
-def test_relu_near_kink_in_directional_mode_is_a_kink():
-    results = check(RELU, impl_of("relu", naive.relu_forward, naive.relu_backward),
-                    RELU.resolve({"shape": (2, 3, 4, 4)}), GradcheckConfig(mode="directional"),
-                    sample=_relu_sample_on_kink())
-    # Kinks add up along a direction, so the engine falls back to comparing elements one by one.
-    assert results[0].status == Status.KINK, results[0].message
-    assert results[0].mode == "full" and "one by one" in results[0].message
-    broken = load("relu_output_sign")
-    results = check(RELU, impl_of("relu", broken.relu_forward, broken.relu_backward),
-                    RELU.resolve({"shape": (2, 3, 4, 4)}), GradcheckConfig(mode="directional"),
-                    sample=_relu_sample_on_kink())
-    assert results[0].status == Status.FAIL
-
-
-def test_a_wrong_relu_on_kink_inputs_still_fails():
-    broken = load("relu_output_sign")
-    results = check(RELU, impl_of("relu", broken.relu_forward, broken.relu_backward),
-                    RELU.resolve({"shape": (2, 3, 4, 4)}), GradcheckConfig(), sample=_relu_sample_on_kink())
-    assert results[0].status == Status.FAIL
-
-
-def _pool_sample_with_ties():
-    rng = np.random.default_rng(5)
-    x = rng.integers(0, 3, size=(2, 2, 4, 4)).astype(np.float64)     # many ties in every window
-    return SampleInput({"x": x}, {"pool_height": 2, "pool_width": 2, "stride": 2},
-                       rng.standard_normal((2, 2, 2, 2)))
-
-
-@pytest.mark.parametrize("name", ["naive", "fast"])
-def test_pool_ties_are_kinks_for_correct_pooling(name):
-    registry = builtin_registry()
-    results = check(POOL, registry.impl("pool", name), POOL.resolve({"shape": (2, 2, 4, 4)}), GradcheckConfig(),
-                    sample=_pool_sample_with_ties())
-    assert results[0].status == Status.KINK, results[0].message
-
-
-def test_pool_ties_do_not_hide_a_wrong_pool_backward():
-    broken = load("pool_spread")
-    results = check(POOL, impl_of("pool", broken.max_pool_forward_naive, broken.max_pool_backward_naive),
-                    POOL.resolve({"shape": (2, 2, 4, 4)}), GradcheckConfig(), sample=_pool_sample_with_ties())
-    assert results[0].status == Status.FAIL
-
-
-def test_a_kink_needs_the_analytic_value_between_the_one_sided_differences():
-    """A relu backward that doubles the gradient on a kink input is a failure, not a kink."""
+def test_an_empty_slice_at_pad_zero_is_named():
     def backward(dout, cache):
-        return 2.0 * naive.relu_backward(dout, cache)
+        dx, dw, db = naive.conv_backward_naive(dout, cache)
+        x, w, b, conv_param = cache
+        pad = conv_param["pad"]
+        dx_pad = np.pad(dx, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+        return dx_pad[:, :, pad:-pad, pad:-pad], dw, db
 
-    results = check(RELU, impl_of("relu", naive.relu_forward, backward), RELU.resolve({"shape": (2, 3, 4, 4)}),
-                    GradcheckConfig(), sample=_relu_sample_on_kink())
-    assert results[0].status == Status.FAIL
-
-
-# -- statuses for broken implementations ------------------------------------------------
-def test_skeleton_returning_none_is_not_implemented():
-    skeleton = load("skeleton")
-    assert statuses(run("conv", skeleton.conv_forward_naive, skeleton.conv_backward_naive)) == \
-        dict.fromkeys(("dx", "dw", "db"), Status.NOT_IMPLEMENTED)
-    (r,) = run("relu", skeleton.relu_forward, skeleton.relu_backward)
-    assert r.status == Status.NOT_IMPLEMENTED and "returned None" in r.message
+    result = first(run("conv", naive.conv_forward_naive, backward))
+    assert result.geometry == "pad0" and result.subject == "dx"
+    assert "has shape (2, 4, 0, 0), expected (2, 4, 5, 7) (it is empty" in result.message
 
 
-def test_partially_written_backward_reports_each_gradient():
+# -- wrong forward, matching backward --------------------------------------------------------------------
+def test_a_wrong_forward_with_a_matching_backward_differs_from_the_reference():
+    def forward(x):
+        return np.where(x > 0, x, 0.01 * x), x
+
+    def backward(dout, x):
+        return np.where(x > 0, dout, 0.01 * dout)
+
+    result = first(run("relu", forward, backward))
+    assert result.status == Status.DIFFERS and result.kind == "reference" and result.subject == "out"
+    assert result.message.startswith("forward output differs from the reference: max |diff|")
+
+
+def test_no_reference_skips_the_comparison():
+    def forward(x):
+        return np.where(x > 0, x, 0.01 * x), x
+
+    def backward(dout, x):
+        return np.where(x > 0, dout, 0.01 * dout)
+
+    results = run("relu", forward, backward, reference=False)
+    assert not any(r.kind == "reference" for r in results)
+
+
+def test_a_forward_that_ignores_its_input_is_blamed_on_forward():
+    memo = {}
+
+    def forward(x):
+        if id(x) not in memo:
+            memo[id(x)] = np.maximum(x, 0)
+        return memo[id(x)].copy(), x
+
+    result = next(r for r in run("relu", forward, naive.relu_backward) if r.finding == "ignores-input")
+    assert result.kind == "forward" and result.status == Status.FAIL
+    assert "forward output did not change when x was perturbed" in result.message
+
+
+def test_float32_inside_a_float64_check_says_so():
+    def forward(x, w, b):
+        out = x.reshape(x.shape[0], -1).astype(np.float32) @ w.astype(np.float32) + b.astype(np.float32)
+        return out.astype(np.float64), (x, w, b)
+
+    results = run("affine", forward, naive.affine_backward)
+    precision = [r for r in results if r.finding == "float32-precision"]
+    assert precision and "--dtype float32" in precision[0].message
+
+
+# -- the call protocol -------------------------------------------------------------------------------------
+def test_state_kept_between_backward_calls():
+    total = {}
+
     def backward(dout, cache):
         dx, dw, db = naive.affine_backward(dout, cache)
-        return dx, None, db
+        key = dw.shape
+        total[key] = total.get(key, 0) + dw
+        return dx, total[key], db
 
-    assert statuses(run("affine", naive.affine_forward, backward)) == \
-        {"dx": Status.PASS, "dw": Status.NOT_IMPLEMENTED, "db": Status.PASS}
-
-
-def test_raising_backward_is_an_error_with_message_and_traceback():
-    raising = load("raises")
-    results = run("conv", raising.conv_forward_naive, raising.conv_backward_naive)
-    assert statuses(results) == dict.fromkeys(("dx", "dw", "db"), Status.ERROR)
-    r = results[0]
-    assert r.message.startswith("backward raised IndexError: index 2 is out of bounds")
-    assert "db[f] = dout[:, f].sum()" in r.traceback
-    assert r.location.endswith("raises.py:13")
+    result = first(run("affine", naive.affine_forward, backward))
+    assert result.finding == "repeat-backward" and result.subject == "dw"
 
 
-def test_not_implemented_error_is_not_implemented():
+def test_a_returned_buffer_reused_by_the_next_call():
+    buffers = {}
+
     def backward(dout, cache):
-        raise NotImplementedError("TODO")
+        x, pool_param = cache
+        dx = buffers.setdefault(x.shape, np.zeros(x.shape))
+        dx[...] = naive.max_pool_backward_naive(dout, cache)
+        return dx
 
-    assert statuses(run("relu", naive.relu_forward, backward)) == {"dx": Status.NOT_IMPLEMENTED}
-
-
-def test_sys_exit_inside_an_implementation_is_an_error_not_an_exit():
-    def backward(dout, cache):
-        raise SystemExit(0)
-
-    (r,) = run("relu", naive.relu_forward, backward)
-    assert r.status == Status.ERROR and "sys.exit(0)" in r.message
+    result = first(run("pool", naive.max_pool_forward_naive, backward))
+    assert result.finding == "reused-output"
 
 
-@pytest.mark.parametrize("backward,expected", [
-    (lambda dout, cache: naive.relu_backward(dout, cache).T, "dx has shape (4, 4, 3, 2), expected (2, 3, 4, 4)"),
-    (lambda dout, cache: naive.relu_backward(dout, cache).astype(np.float32), "dx has dtype float32, expected float64"),
-    (lambda dout, cache: naive.relu_backward(dout, cache) / 0.0, "dx contains"),
-    (lambda dout, cache: np.full(cache.shape, np.inf), "dx contains inf"),
-    (lambda dout, cache: naive.relu_backward(dout, cache).tolist(), "dx is a list, expected an ndarray"),
-    (lambda dout, cache: (naive.relu_backward(dout, cache),) * 2, "backward returned tuple of length 2, expected dx"),
-])
-def test_unusable_gradients_are_errors_naming_the_problem(backward, expected):
-    (r,) = run("relu", naive.relu_forward, backward)
-    assert r.status == Status.ERROR
-    assert expected in r.message
+def test_a_cache_shared_between_calls():
+    last = {}
 
-
-def test_wrong_shape_names_both_shapes():
-    broken = load("misc_errors")
-    results = run("affine", broken.affine_forward, broken.affine_backward)
-    assert statuses(results) == {"dx": "pass", "dw": "error", "db": "pass"}
-    assert results[1].message == "dw has shape (2, 32), expected (32, 2) (the shape of w)"
-
-
-@pytest.mark.parametrize("forward,expected,status", [
-    (lambda x: naive.relu_forward(x)[0], "forward returned ndarray, expected a tuple (out, cache)", Status.ERROR),
-    (lambda x: (*naive.relu_forward(x), 1), "forward returned tuple of length 3", Status.ERROR),
-    (lambda x: None, "forward returned None", Status.NOT_IMPLEMENTED),
-    (lambda x: (x[0], x), "forward returned out of shape (3, 4, 4), expected (2, 3, 4, 4)", Status.ERROR),
-    (lambda x: (x.astype(np.float32), x), "forward returned out of dtype float32 for float64 inputs", Status.ERROR),
-    (lambda x: (x / 0.0, x), "NaN or inf", Status.ERROR),
-    (lambda x: 1 / 0, "forward raised ZeroDivisionError: division by zero", Status.ERROR),
-])
-def test_forward_garbage_is_a_result(forward, expected, status):
-    (r,) = run("relu", forward, naive.relu_backward)
-    assert r.status == status
-    assert expected in r.message
-
-
-@pytest.mark.parametrize("layer,expected", [
-    ("relu", "backward changed dout in place"),
-    ("affine", "forward changed b in place"),
-    ("pool", "backward changed x in place"),
-])
-def test_in_place_changes_are_caught(layer, expected):
-    mutates = load("mutates")
-    fwd_name, bwd_name = SPECS[layer].seed_functions["naive"]
-    results = run(layer, getattr(mutates, fwd_name), getattr(mutates, bwd_name))
-    assert {r.status for r in results} == {Status.MUTATED}
-    assert results[0].message == expected
-
-
-def test_a_backward_that_changes_a_cached_array_is_caught():
     def forward(x):
-        out, _ = naive.relu_forward(x)
-        return out, (x.copy(), out)
+        last["x"] = x
+        return np.maximum(x, 0), None
 
     def backward(dout, cache):
-        x, out = cache
-        out[...] = 0.0
-        return naive.relu_backward(dout, x)
+        return dout * (last["x"] > 0)
 
-    (r,) = run("relu", forward, backward)
-    assert r.status == Status.MUTATED
-    assert r.message == "backward changed cache[1] in place"
+    assert first(run("relu", forward, backward)).finding == "shared-cache"
 
 
-# -- mechanics ----------------------------------------------------------------------------
-class Counting:
-    """A relu that counts its forward calls and records the inputs it saw."""
+def test_state_kept_from_an_earlier_call_of_the_same_shape():
+    kept = {}
 
-    def __init__(self):
-        self.calls = 0
+    def backward(dout, cache):
+        x, w, b = cache
+        if w.shape not in kept:
+            kept[w.shape] = w.T.copy()
+        dx = (dout @ kept[w.shape]).reshape(x.shape)
+        _, dw, db = naive.affine_backward(dout, cache)
+        return dx, dw, db
 
-    def forward(self, x):
-        self.calls += 1
-        return naive.relu_forward(x)
-
-    def backward(self, dout, cache):
-        return naive.relu_backward(dout, cache)
+    result = first(run("affine", naive.affine_forward, backward))
+    assert result.finding == "stale-state" and result.subject == "dx"
 
 
-@pytest.mark.parametrize("mode,probes,expected", [
-    ("directional", 7, 1 + 2 * 7),
-    ("sample", 5, 1 + 2 * 5),
-    ("full", 5, 1 + 2 * 96),
+def test_writing_into_the_callers_param_dict():
+    def forward(x, w, b, conv_param):
+        out, cache = naive.conv_forward_naive(x, w, b, conv_param)
+        conv_param["H_out"] = out.shape[2]
+        return out, cache
+
+    result = first(run("conv", forward, naive.conv_backward_naive))
+    assert result.finding == "modifies-param" and "added 'H_out'" in result.message
+
+
+def test_strides_computed_from_the_shape_fail_on_other_layouts():
+    def forward(x, pool_param):
+        ph, pw, s = pool_param["pool_height"], pool_param["pool_width"], pool_param["stride"]
+        N, C, H, W = x.shape
+        H_out, W_out = 1 + (H - ph) // s, 1 + (W - pw) // s
+        item = x.itemsize
+        strides = (C * H * W * item, H * W * item, s * W * item, s * item, W * item, item)
+        windows = np.lib.stride_tricks.as_strided(x, (N, C, H_out, W_out, ph, pw), strides)
+        return windows.max(axis=(4, 5)), (x, pool_param)
+
+    result = first(run("pool", forward, naive.max_pool_backward_naive))
+    assert result.finding == "layout"
+
+
+def test_a_nondeterministic_forward():
+    def forward(x):
+        return np.maximum(x, 0) + 1e-3 * np.random.standard_normal(x.shape), x
+
+    results = run("relu", forward, naive.relu_backward)
+    assert any(r.finding == "nondeterministic-forward" and r.status == Status.FAIL for r in results)
+
+
+# -- warnings: reported, computed anyway, failing only with --strict ------------------------------------
+def test_writing_into_dout_is_a_warning_with_the_gradient_still_checked():
+    def backward(dout, x):
+        dx = dout
+        dx[x <= 0] = 0
+        return dx
+
+    results = run("relu", naive.relu_forward, backward)
+    assert not failing(results)
+    warning = next(r for r in results if r.finding == "mutates-dout")
+    assert warning.status == Status.WARNING and "two branches" in warning.message
+    assert any(r.kind == "gradient" and r.status == Status.PASS for r in results)
+    assert GradcheckReport(tuple(results), strict=True).passed is False
+
+
+def test_float64_allocation_for_float32_input_is_a_warning():
+    def backward(dout, x):
+        dx = np.zeros(x.shape)
+        dx[x > 0] = dout[x > 0]
+        return dx
+
+    results = run("relu", naive.relu_forward, backward, dtype="float32")
+    assert not failing(results)
+    assert any(r.finding == "upcasts" and r.status == Status.WARNING for r in results)
+
+
+def test_a_masked_array_is_read_as_data_with_a_warning():
+    def forward(x):
+        return np.ma.masked_less(x, 0), x
+
+    results = run("relu", forward, naive.relu_backward)
+    assert any(r.finding == "returns-subclass" and "masked entries" in r.message for r in results)
+    assert first(results).status == Status.DIFFERS
+
+
+# -- ties and kinks -----------------------------------------------------------------------------------------
+def test_routing_to_every_tied_maximum_violates_conservation():
+    def backward(dout, cache):
+        x, pool_param = cache
+        ph, pw, s = pool_param["pool_height"], pool_param["pool_width"], pool_param["stride"]
+        dx = np.zeros_like(x)
+        for i in range(dout.shape[2]):
+            for j in range(dout.shape[3]):
+                window = x[:, :, i * s:i * s + ph, j * s:j * s + pw]
+                top = window == window.max(axis=(2, 3), keepdims=True)
+                dx[:, :, i * s:i * s + ph, j * s:j * s + pw] += top * dout[:, :, i:i + 1, j:j + 1]
+        return dx
+
+    result = next(r for r in run("pool", naive.max_pool_forward_naive, backward) if r.kind == "subgradient"
+                  and r.fails())
+    assert "tied maxima" in result.message and "never to each tied maximum in full" in result.message
+
+
+def test_splitting_ties_is_a_valid_subgradient():
+    def backward(dout, cache):
+        x, pool_param = cache
+        ph, pw, s = pool_param["pool_height"], pool_param["pool_width"], pool_param["stride"]
+        dx = np.zeros_like(x)
+        for i in range(dout.shape[2]):
+            for j in range(dout.shape[3]):
+                window = x[:, :, i * s:i * s + ph, j * s:j * s + pw]
+                top = window == window.max(axis=(2, 3), keepdims=True)
+                share = top / top.sum(axis=(2, 3), keepdims=True)
+                dx[:, :, i * s:i * s + ph, j * s:j * s + pw] += share * dout[:, :, i:i + 1, j:j + 1]
+        return dx
+
+    assert not failing(run("pool", naive.max_pool_forward_naive, backward))
+
+
+def test_relu_at_zero_may_pass_any_share_of_dout():
+    def backward(dout, x):
+        return np.where(x > 0, dout, np.where(x == 0, 0.5 * dout, 0.0))
+
+    assert not failing(run("relu", naive.relu_forward, backward))
+
+
+def test_a_sample_on_a_kink_is_recognised_not_held_against_the_gradient():
+    spec = catalog.spec("relu")
+    x = np.array([[0.0, 1.0, -1.0]])
+    sample = Sample({"x": x}, np.array([[1.0, 2.0, 3.0]]))
+    params = spec.resolve({"shape": (1, 3)})
+    results = run("relu", naive.relu_forward, naive.relu_backward, sample=sample,
+                  battery=[(Geometry("custom", {"shape": (1, 3)}), params)], protocol=False)
+    gradient = next(r for r in results if r.kind == "gradient")
+    assert gradient.status == Status.PASS and "sit on kinks" in gradient.message
+
+
+# -- uneven sizes ---------------------------------------------------------------------------------------------
+def test_refusing_uneven_sizes_with_assert_is_allowed():
+    def forward(x, w, b, conv_param):
+        H, W = x.shape[2:]
+        HH, WW = w.shape[2:]
+        s, p = conv_param["stride"], conv_param["pad"]
+        assert (H + 2 * p - HH) % s == 0 and (W + 2 * p - WW) % s == 0, "sizes do not work"
+        return naive.conv_forward_naive(x, w, b, conv_param)
+
+    results = run("conv", forward, naive.conv_backward_naive)
+    assert not failing(results)
+    assert any(r.finding == "uneven" and r.geometry == "floor" for r in results)
+
+
+def test_a_round_instead_of_floor_fails_at_the_uneven_geometry():
+    def forward(x, w, b, conv_param):
+        s, p = conv_param["stride"], conv_param["pad"]
+        N, C, H, W = x.shape
+        F, _, HH, WW = w.shape
+        H_out, W_out = 1 + round((H + 2 * p - HH) / s), 1 + round((W + 2 * p - WW) / s)
+        xp = np.pad(x, ((0, 0), (0, 0), (p, p), (p, p)))
+        out = np.zeros((N, F, H_out, W_out))
+        for i in range(H_out):
+            for j in range(W_out):
+                window = xp[:, :, i * s:i * s + HH, j * s:j * s + WW]
+                out[:, :, i, j] = np.tensordot(window, w, ([1, 2, 3], [1, 2, 3])) + b
+        return out, (x, w, b, conv_param)
+
+    result = first(run("conv", forward, naive.conv_backward_naive))
+    assert result.geometry == "floor" and result.status == Status.ERROR
+
+
+# -- what code under test returns --------------------------------------------------------------------------
+@pytest.mark.parametrize("forward, status, message", [
+    (lambda x: None, Status.NOT_IMPLEMENTED, "forward returned None"),
+    (lambda x: np.maximum(x, 0), Status.ERROR, "forward returned numpy.ndarray, expected a tuple (out, cache)"),
+    (lambda x: (np.maximum(x, 0).astype(np.int64), x), Status.ERROR, "out has dtype int64, expected float64"),
+    (lambda x: (np.maximum(x, 0).astype(complex), x), Status.ERROR, "out has dtype complex128, expected float64"),
+    (lambda x: (np.full(x.shape, np.nan), x), Status.ERROR, "out contains NaN (first at out[0, 0, 0, 0])"),
+    (lambda x: (np.maximum(x, 0).ravel(), x), Status.ERROR, "out has shape (4,), expected (1, 1, 2, 2)"),
+    (lambda x: ({"out": x}, x), Status.ERROR, "out is a dict, expected an ndarray"),
 ])
-def test_forward_calls_per_mode(mode, probes, expected):
-    counting = Counting()
-    (r,) = run("relu", counting.forward, counting.backward, GradcheckConfig(mode=mode, probes=probes, samples=probes))
-    assert r.status == Status.PASS
-    assert counting.calls == expected
-    assert r.compared == (96 if mode == "full" else probes)
+def test_returned_values_become_statuses(forward, status, message):
+    result = first(run("relu", forward, naive.relu_backward))
+    assert result.status == status and result.message == message
 
 
-def test_auto_mode_switches_to_directional_above_the_limit():
-    config = GradcheckConfig(auto_limit=100)
-    assert [r.mode for r in run("relu", naive.relu_forward, naive.relu_backward, config, shape=(3, 34))] == \
-        ["directional"]
-    assert [r.mode for r in run("relu", naive.relu_forward, naive.relu_backward, config, shape=(2, 5))] == ["full"]
-    assert GradcheckConfig().resolve_mode(engine.AUTO_FULL_LIMIT) == "full"
-    assert GradcheckConfig().resolve_mode(engine.AUTO_FULL_LIMIT + 1) == "directional"
+def test_sys_exit_and_raise_become_errors():
+    import sys
+
+    def forward(x):
+        sys.exit(7)
+
+    result = first(run("relu", forward, naive.relu_backward))
+    assert result.status == Status.ERROR and result.message == "forward called sys.exit(7)"
 
 
-def test_probes_are_restored_and_the_sample_is_untouched():
-    seen = []
-
+def test_list_returns_are_accepted():
     def forward(x, w, b):
-        seen.append(x.copy())
-        return naive.affine_forward(x, w, b)
+        out, cache = naive.affine_forward(x, w, b)
+        return [out, cache]
 
-    sample = AFFINE.make_inputs(AFFINE.resolve({}), np.random.default_rng(0))
-    before = {k: v.copy() for k, v in sample.arrays.items()}
-    results = check(AFFINE, impl_of("affine", forward, naive.affine_backward), AFFINE.resolve({}),
-                    GradcheckConfig(), sample=sample)
-    assert all(r.status == Status.PASS for r in results)
-    for key in before:
-        assert np.array_equal(sample.arrays[key], before[key])
-    # Every x the forward saw differs from the original in at most one element (one probe at a time).
-    assert all(np.count_nonzero(x != before["x"]) <= 1 for x in seen)
+    def backward(dout, cache):
+        return list(naive.affine_backward(dout, cache))
+
+    assert not failing(run("affine", forward, backward))
 
 
-def test_same_seed_same_results_other_seed_other_inputs():
-    a = run("conv", naive.conv_forward_naive, naive.conv_backward_naive, GradcheckConfig(seed=1, mode="directional"))
-    b = run("conv", naive.conv_forward_naive, naive.conv_backward_naive, GradcheckConfig(seed=1, mode="directional"))
-    c = run("conv", naive.conv_forward_naive, naive.conv_backward_naive, GradcheckConfig(seed=2, mode="directional"))
-    assert [r.rel_error for r in a] == [r.rel_error for r in b]
-    assert [r.analytic for r in a] != [r.analytic for r in c]
+def test_a_missing_implementation_is_not_implemented_everywhere():
+    spec = catalog.spec("conv")
+    impl = loading.function_impl("conv", "mine", naive.conv_forward_naive, None)
+    impl = type(impl)(**{**impl.__dict__, "missing": "layers.py does not define conv_backward_naive"})
+    results = gradcheck.check(spec, impl, LocalSession())
+    assert {r.subject for r in results} == {"out", "dx", "dw", "db"}
+    assert all(r.status == Status.NOT_IMPLEMENTED for r in results)
 
 
-@pytest.mark.parametrize("kwargs,fragment", [
-    ({"mode": "fast"}, "mode must be one of"),
+# -- large inputs: directions and sampled elements ---------------------------------------------------------
+def test_a_single_wrong_corner_element_is_caught_above_the_full_limit():
+    def backward(dout, cache):
+        dx, dw, db = naive.affine_backward(dout, cache)
+        dx = dx.copy()
+        dx[-1, -1] += 1.0
+        return dx, dw, db
+
+    spec = catalog.spec("affine")
+    params = spec.resolve({"shape": (40, 200), "filters": 3})
+    results = run("affine", naive.affine_forward, backward, battery=[(Geometry("custom", {}), params)],
+                  reference=False, protocol=False)
+    gradient = next(r for r in results if r.kind == "gradient" and r.subject == "dx")
+    assert gradient.status == Status.FAIL and gradient.mode == "directional+sample"
+    assert gradient.worst_index == (39, 199)
+
+
+# -- configuration -------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("kwargs, message", [
+    ({"mode": "everything"}, "mode must be one of"),
     ({"dtype": "float16"}, "dtype must be float64 or float32"),
     ({"samples": 0}, "samples must be a positive integer"),
-    ({"probes": 1.5}, "probes must be a positive integer"),
-    ({"eps": -1e-5}, "eps must be a positive number"),
-    ({"max_error": float("nan")}, "max_error must be a positive number"),
-    ({"seed": -1}, "seed must be a non-negative integer"),
+    ({"eps": -1.0}, "eps must be a positive number"),
+    ({"seed": -3}, "seed must be a non-negative integer"),
 ])
-def test_config_validation(kwargs, fragment):
-    with pytest.raises(CnnCheckError, match=fragment):
-        GradcheckConfig(**kwargs)
+def test_bad_configuration_is_a_value_error(kwargs, message):
+    with pytest.raises(CnnCheckError, match=message):
+        gradcheck.GradcheckConfig(**kwargs)
 
 
-# -- jobs, run_checks, pickling -----------------------------------------------------------
-def test_results_and_jobs_pickle():
-    results = run("relu", naive.relu_forward, naive.relu_backward)
-    assert pickle.loads(pickle.dumps(results)) == results
-    job = CheckJob("relu", "numpy", (), {"shape": (2, 3)}, GradcheckConfig(mode="full"))
-    assert pickle.loads(pickle.dumps(job)) == job
-
-
-def test_run_check_job_loads_the_module_by_name():
-    job = CheckJob("conv", "conv_transposed_dw", (str(FIXTURES / "conv_transposed_dw.py"),),
-                   {"shape": (2, 3, 5, 5)}, GradcheckConfig(), entry_points=False)
-    results = run_check_job(job)
-    assert statuses(results) == {"dx": "pass", "dw": "fail", "db": "pass"}
-    assert results[0].params["shape"] == [2, 3, 5, 5]
-    assert results[0].source == str(FIXTURES / "conv_transposed_dw.py")
-
-
-def test_run_checks_reports_each_result_and_stops_on_interrupt():
-    registry = builtin_registry()
-    items = [(RELU, registry.impl("relu", "numpy"), RELU.resolve({})),
-             CheckJob("affine", "numpy", entry_points=False)]
-    seen = []
-    results = run_checks(items, GradcheckConfig(), on_result=seen.append)
-    assert [r.layer for r in results] == ["relu", "affine", "affine", "affine"]
-    assert seen == results
-
-    def interrupting(dout, cache):
-        raise KeyboardInterrupt
-
-    items = [(RELU, registry.impl("relu", "numpy"), RELU.resolve({})),
-             (RELU, impl_of("relu", naive.relu_forward, interrupting), RELU.resolve({}))]
-    seen = []
-    with pytest.raises(KeyboardInterrupt):
-        run_checks(items, GradcheckConfig(), on_result=seen.append)
-    assert [r.impl for r in seen] == ["numpy"]
-
-
-# -- the Python API ------------------------------------------------------------------------
-def test_python_api_returns_a_report():
-    report = cnncheck.gradcheck("relu,pool", impl="fast,numpy", shape=(2, 2, 4, 4))
-    assert isinstance(report, GradcheckReport)
-    assert report.passed
-    assert [(r.layer, r.impl) for r in report] == [("relu", "fast"), ("relu", "numpy"), ("pool", "fast")]
-    assert report.results[2].params["shape"] == [2, 2, 4, 4]
-    assert report.threshold == 1e-7
-    assert "PASSED" in str(report)
-    assert repr(report).startswith("<GradcheckReport PASSED: 3 gradients: 3 pass")
-    html = report._repr_html_()
-    assert html.startswith("<table>") and "relu" in html
-
-
-def test_python_api_is_the_same_callable_as_the_engine_module():
-    import cnncheck.gradcheck as module
-
-    assert module is engine
-    assert callable(cnncheck.gradcheck)
-    report = module("relu", impl="numpy", mode="directional", dtype="float32")
-    assert report.passed and report.results[0].dtype == "float32"
-    assert cnncheck.run_gradcheck is engine.run_gradcheck
-
-
-def test_python_api_accepts_a_module_object_and_paths():
-    broken = load("relu_output_sign")
-    report = cnncheck.gradcheck("relu", module=broken, entry_points=False)
-    assert not report.passed
-    assert [r.status for r in report] == [Status.FAIL]
-    report = cnncheck.gradcheck("relu", module=FIXTURES / "correct.py", entry_points=False)
-    assert [(r.impl, r.status) for r in report] == [("correct", Status.PASS)]
-
-
-def test_python_api_rich_rendering():
-    from rich.console import Console
-
-    report = cnncheck.gradcheck("relu", impl="numpy")
-    console = Console(record=True, width=160)
-    console.print(report)
-    text = console.export_text()
-    assert "relu" in text and "numpy" in text and "PASSED" in text
-
-
-def test_python_api_rejects_unknown_parameters_and_names():
-    with pytest.raises(CnnCheckError, match="unknown parameter 'strides'"):
-        cnncheck.gradcheck("conv", strides=2)
-    with pytest.raises(CnnCheckError, match="unknown layer 'convv'.*did you mean 'conv'"):
-        cnncheck.gradcheck("convv")
-    with pytest.raises(CnnCheckError, match="--pool-height does not apply to conv"):
-        cnncheck.gradcheck("conv", pool_height=2)
-
-
-def test_allow_missing_lets_not_implemented_pass():
-    report = cnncheck.gradcheck("relu", module=FIXTURES / "skeleton.py", entry_points=False)
-    assert not report.passed
-    report = cnncheck.gradcheck("relu", module=FIXTURES / "skeleton.py", entry_points=False, allow_missing=True)
-    assert report.passed
+def test_a_custom_geometry_replaces_the_battery():
+    spec = catalog.spec("conv")
+    battery = spec.battery({"stride": 1})
+    assert [g.label for g, _ in battery] == ["custom"]
+    assert battery[0][1]["stride"] == 1 and battery[0][1]["shape"] == (4, 3, 5, 5)

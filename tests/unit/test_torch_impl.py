@@ -5,7 +5,7 @@ import pytest
 
 pytest.importorskip("torch")
 
-from cnncheck.catalog import builtin_registry
+from cnncheck.loading import builtin_registry
 from cnncheck.layers import naive
 from cnncheck.layers import torch_impl as tl
 
@@ -267,5 +267,6 @@ def test_not_registered_without_torch(monkeypatch):
 
     monkeypatch.setitem(sys.modules, "torch", None)  # what find_spec sees when torch is not importable
     registry = builtin_registry()
-    assert "torch" not in registry.all_impl_names()
+    assert all("torch" not in {i.name for i in registry.impls(layer)} for layer in registry.layer_names())
     assert {i.name for i in registry.impls("conv")} >= {"naive", "fast"}
+    assert "pip install 'cnncheck[torch]'" in registry.unavailable[("conv", "torch")]
