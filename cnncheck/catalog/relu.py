@@ -26,11 +26,12 @@ def bytes_moved(p, itemsize: int) -> tuple:
 
 def subgradient(sample: Sample, p, grads) -> str | None:
     """dx is dout where x > 0, 0 where x < 0, and between 0 and dout where x is exactly 0."""
+    single = np.float32 in (np.asarray(grads[0]).dtype, np.asarray(sample.dout).dtype)
     x = np.asarray(sample.values["x"], dtype=np.float64)
     dout = np.asarray(sample.dout, dtype=np.float64)
     dx = np.asarray(grads[0], dtype=np.float64)
     scale = max(1.0, float(np.max(np.abs(dout))))
-    tol = (1e-6 if dx.dtype == np.float32 or sample.dout.dtype == np.float32 else 1e-12) * scale
+    tol = (1e-6 if single else 1e-12) * scale
     low = np.where(x > 0, dout, np.where(x < 0, 0.0, np.minimum(0.0, dout)))
     high = np.where(x > 0, dout, np.where(x < 0, 0.0, np.maximum(0.0, dout)))
     bad = (dx < low - tol) | (dx > high + tol)
