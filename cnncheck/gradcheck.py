@@ -802,3 +802,15 @@ def single_threaded():
     finally:
         if torch is not None:
             torch.set_num_threads(before)
+
+
+class _CallableModule(types.ModuleType):
+    """Lets ``cnncheck.gradcheck(...)`` run :func:`cnncheck.api.gradcheck` although it is this module."""
+
+    def __call__(self, *args, **kwargs):
+        from cnncheck.api import gradcheck
+
+        return gradcheck(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -1,7 +1,10 @@
 """The course notebook's numerical-gradient primitives: ``rel_error`` and centred differences.
 
-These are the building blocks the ``gradcheck`` engine and the tests use.
-They print nothing unless asked to (``verbose=True``).
+The course notebook's own helpers, kept with its names and signatures for
+notebooks and tests; ``bench`` uses ``rel_error``.  The engine's centred
+differences (dtype-aware steps, batched probes through a session, the
+noise floor) are in :mod:`cnncheck.numeric`.  Nothing here prints unless
+asked to (``verbose=True``).
 """
 
 from __future__ import annotations
