@@ -164,11 +164,15 @@ def load(modules: Sequence = (), *, entry_points: bool = True, isolate: bool = T
         for impl in registry.impls(layer):
             functions.update(impl.functions)
     loaded = Loaded(registry, local=LocalSession(functions))
-    for module in dict.fromkeys(os.fspath(m) for m in modules):
-        session = ChildSession(sandbox) if isolate else LocalSession()
-        loaded.sessions[module] = session
-        loaded.user_sources.append(module)
-        _load_user_module(loaded, module, session)
+    try:
+        for module in dict.fromkeys(os.fspath(m) for m in modules):
+            session = ChildSession(sandbox) if isolate else LocalSession()
+            loaded.sessions[module] = session
+            loaded.user_sources.append(module)
+            _load_user_module(loaded, module, session)
+    except BaseException:      # Ctrl-C while a module loads: no child is left behind
+        loaded.close()
+        raise
     return loaded
 
 

@@ -144,10 +144,12 @@ def isolation_options(func):
     """Add --isolate/--no-isolate, --timeout, --memory-limit, --show-output and --forbid-import."""
     options = [
         click.option("--isolate/--no-isolate", "isolate", default=None,
-                     help="Run user modules in a child process (the default), or in cnncheck's own process "
-                          "(--no-isolate, for a debugger). --isolate also isolates the built-in layers."),
+                     help="Run user modules in a child process of their own (the default), or in cnncheck's "
+                          "own process (--no-isolate, for a debugger); cnncheck's own layers always run in its "
+                          "process."),
         click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=None, metavar="SECONDS",
-                     help="Stop a module import, or one layer's checks, that runs longer (status timeout)."),
+                     help="Stop a module import, or the work on one implementation of one layer, that runs "
+                          "longer (status timeout)."),
         click.option("--memory-limit", type=MemorySize(), default=None, metavar="SIZE",
                      help="Cap the memory the checked code may allocate, such as 512M or 2G (Linux; an overrun "
                           "is 'crashed: out of memory')."),
