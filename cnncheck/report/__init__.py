@@ -13,7 +13,7 @@ import importlib
 
 #: Formats of each command, the first being the terminal's.
 FORMATS = {
-    "gradcheck": ("rich", "plain", "markdown", "github", "json", "junit"),
+    "gradcheck": ("rich", "plain", "markdown", "github", "json", "junit", "gradescope"),
     "bench": ("rich", "plain", "markdown", "json"),
     "grade": ("rich", "plain", "markdown", "json", "csv"),
     "list": ("rich", "plain", "markdown", "json"),
@@ -21,6 +21,9 @@ FORMATS = {
 
 _MODULES = {"gradcheck": "cnncheck.report.gradcheck", "bench": "cnncheck.report.bench",
             "grade": "cnncheck.report.grade", "list": "cnncheck.report.listing"}
+
+#: Formats rendered by a module of their own (the result is then that module's object).
+_FORMAT_MODULES = {("gradcheck", "gradescope"): "cnncheck.report.gradescope"}
 
 
 def _module(command: str):
@@ -36,6 +39,8 @@ def render(command: str, fmt: str, result) -> str:
         raise ValueError(f"{command} has no format {fmt!r}; known: {', '.join(FORMATS.get(command, ()))}")
     if fmt == "rich":
         raise ValueError("the rich format is a renderable: use renderable()")
+    if (command, fmt) in _FORMAT_MODULES:
+        return importlib.import_module(_FORMAT_MODULES[(command, fmt)]).render_text(result, fmt)
     return _module(command).render_text(result, fmt)
 
 
