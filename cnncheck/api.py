@@ -14,7 +14,7 @@ The command-line interface calls the same functions (:func:`prepare`,
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Mapping
 
 from cnncheck import __version__
 from cnncheck.errors import CnnCheckError

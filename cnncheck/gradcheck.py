@@ -59,8 +59,8 @@ from cnncheck import numeric
 from cnncheck.boundary import Problem, ProtocolViolation, Refused
 from cnncheck.calls import Caller
 from cnncheck.errors import CnnCheckError
-from cnncheck.results import CheckResult, GradcheckReport, _jsonable
-from cnncheck.specs import Geometry, Impl, LayerSpec, Sample, shape_text
+from cnncheck.results import CheckResult, _jsonable
+from cnncheck.specs import Geometry, Impl, LayerSpec, Sample
 from cnncheck.status import Status
 
 MODES = ("auto", "full", "sample", "directional")

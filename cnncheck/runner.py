@@ -41,7 +41,6 @@ import builtins
 import contextlib
 import importlib
 import importlib.util
-import io
 import os
 import struct
 import sys
@@ -336,7 +335,7 @@ def array_facts(value) -> dict:
         if _isinstance(exc, KeyboardInterrupt):
             raise
         facts["problem"] = (f"a {facts['type']} that cannot be read as an array "
-                            f"({type(exc).__name__}: {_safe_text(lambda: str(exc), '?')})")
+                            f"({type(exc).__name__}: {_safe_text(lambda e=exc: str(e), '?')})")
         return facts
     facts["dtype"] = str(data.dtype)
     facts["shape"] = [int(d) for d in data.shape]

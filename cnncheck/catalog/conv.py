@@ -7,8 +7,6 @@ x (N, C, H, W), w (F, C, HH, WW), b (F,), ``conv_param = {'stride': s,
 
 from __future__ import annotations
 
-import math
-
 from cnncheck.catalog._inputs import randn
 from cnncheck.errors import CnnCheckError
 from cnncheck.specs import Builtin, Geometry, Input, LayerSpec, Param, Sample

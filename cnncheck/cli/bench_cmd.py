@@ -19,7 +19,7 @@ from cnncheck import bench as engine
 from cnncheck import report as reporters
 from cnncheck.cli.common import usage_errors
 from cnncheck.cli.options import (CommaList, check_output_path, defaults_help, isolation_options,
-                                  isolation_settings, layer_parameter_options, names, parameter_overrides,
+                                  isolation_settings, layer_parameter_options, memory_bytes, names, parameter_overrides,
                                   sandbox_for)
 from cnncheck.results import BenchConfig
 from cnncheck.status import ExitCode
@@ -253,7 +253,7 @@ def bench(ctx: click.Context, layers, impls, modules, no_entry_points, baseline,
             if cases or not failed:
                 engine.check_plan(cases, config, max_diff_given=max_diff_given)
             memory.guard(((case.spec, case.params) for case in cases), purpose="bench", dtype=dtype,
-                         memory_limit=isolation.memory_limit, force=force)
+                         memory_limit=memory_bytes(isolation.memory_limit), force=force)
         saved = None
         if compare_file is not None:
             from cnncheck import compare as compare_lib

@@ -12,7 +12,7 @@ from cnncheck import gradcheck as engine
 from cnncheck import report as reporters
 from cnncheck.cli.common import progress_bar, usage_errors
 from cnncheck.cli.options import (CommaList, check_output_path, defaults_help, isolation_options,
-                                  isolation_settings, layer_parameter_options, names, parameter_overrides,
+                                  isolation_settings, layer_parameter_options, memory_bytes, names, parameter_overrides,
                                   sandbox_for)
 from cnncheck.numeric import DEFAULT_TOLERANCES
 from cnncheck.status import ExitCode
@@ -126,6 +126,10 @@ def gradcheck(ctx: click.Context, layers, impls, modules, no_entry_points, quick
 
         if models or model_args or "model" in layers:
             raise click.UsageError("--format gradescope grades layers; models are checked with gradcheck model")
+        for flag, given in (("-v", verbose), ("--no-entry-points", no_entry_points)):
+            if given:
+                raise click.UsageError(f"{flag} does not apply to --format gradescope (a submission is graded on its "
+                                       "own, as grade does)")
         if samples is not None and mode in ("full", "directional"):
             raise click.UsageError(f"--samples does not apply to --mode {mode}")
         if probes is not None and mode in ("full", "sample"):
@@ -217,7 +221,7 @@ def _guard_memory(plan, config, isolation) -> None:
     for spec, _ in plan.pairs:
         for _, params in spec.battery(plan.overrides or None):
             sized.append((spec, params))
-    memory.guard(sized, dtype=config.dtype, mode=config.mode, memory_limit=isolation.memory_limit)
+    memory.guard(sized, dtype=config.dtype, mode=config.mode, memory_limit=memory_bytes(isolation.memory_limit))
 
 
 def _run(plan, config, fmt: str, verbose: bool, allow_missing: bool, strict: bool):

@@ -21,7 +21,7 @@ from cnncheck import gradcheck as engine
 from cnncheck import grade as grading
 from cnncheck import report as reporters
 from cnncheck.cli.common import usage_errors
-from cnncheck.cli.options import (CommaList, MemorySize, check_output_path, layer_parameter_options, names,
+from cnncheck.cli.options import (CommaList, MemorySize, check_output_path, layer_parameter_options, memory_bytes, names,
                                   parameter_overrides)
 from cnncheck.status import ExitCode
 
@@ -242,6 +242,7 @@ def grade_settings(layer_names, overrides: dict, rubric_file, *, quick: bool, ti
         checks = engine.GradcheckConfig(dtype=dtype, seed=seed, **(config or {}))
         sized = [(spec, params) for spec in specs for _, params in
                  (spec.battery(overrides or None)[:1] if quick else spec.battery(overrides or None))]
+        memory_limit = memory_bytes(memory_limit)
         memory.guard(sized, dtype=checks.dtype, mode=checks.mode, parallel=jobs, memory_limit=memory_limit)
         from cnncheck import machine
 
@@ -309,7 +310,7 @@ def autograde(ctx: click.Context, *, layers, impls, modules, params: dict, quick
     protect = [os.path.abspath(submission.root or submission.path)]
     protect += [os.path.abspath(p) for p in (junit, rubric_file, _stdout_file()) if p]
     memory_limit = isolation.memory_limit if isolation.memory_limit is not None else \
-        MemorySize().convert(DEFAULT_MEMORY_LIMIT, None, None)
+        MemorySize().convert(DEFAULT_MEMORY_LIMIT, None, None)      # NO_LIMIT stays: --memory-limit none
     settings = grade_settings([tuple(layers)], overrides, rubric_file, quick=quick,
                               timeout=isolation.timeout or DEFAULT_TIMEOUT, memory_limit=memory_limit,
                               forbid=[isolation.forbid], protect=protect, seed=seed, dtype=dtype, strict=strict,

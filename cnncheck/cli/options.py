@@ -31,8 +31,17 @@ class CommaList(click.ParamType):
         return tuple(p.strip() for p in str(value).split(","))
 
 
+#: What ``--memory-limit none`` gives, told apart from the option not being given (None).
+NO_LIMIT = -1
+
+
+def memory_bytes(value) -> int | None:
+    """A ``--memory-limit`` value as bytes, or None for no limit (``none`` or not given)."""
+    return None if value is None or value == NO_LIMIT else int(value)
+
+
 class MemorySize(click.ParamType):
-    """A size such as ``512M``, ``2G`` or ``1.5GiB`` (binary units) in bytes; ``none`` for no limit."""
+    """A size such as ``512M``, ``2G`` or ``1.5GiB`` (binary units) in bytes; ``none`` for no limit (:data:`NO_LIMIT`)."""
 
     name = "SIZE"
 
@@ -42,7 +51,7 @@ class MemorySize(click.ParamType):
         if value is None or isinstance(value, int):
             return value
         if str(value).strip().lower() in ("none", "off", "unlimited"):
-            return None
+            return NO_LIMIT
         try:
             return memory.parse_size(value)
         except CnnCheckError as exc:
@@ -185,5 +194,6 @@ def sandbox_for(settings: Isolation, *, jobs: int = 1, cwd: str | None = None, f
     from cnncheck.session import Sandbox
 
     env = machine.child_thread_env(jobs) if hasattr(machine, "child_thread_env") else {}
-    return Sandbox(timeout=settings.timeout, memory_limit=settings.memory_limit, forbid_modules=settings.forbid,
+    return Sandbox(timeout=settings.timeout, memory_limit=memory_bytes(settings.memory_limit),
+                   forbid_modules=settings.forbid,
                    forbid_paths=tuple(forbid_paths), cwd=cwd, env=env)
