@@ -38,6 +38,7 @@ import sys
 import tempfile
 import threading
 import time
+import traceback
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -546,10 +547,21 @@ def grade_submission(submission: Submission, settings: GradeSettings, references
                 else str(Status.PASS)
         return SubmissionResult(submission.name, submission.path, "ok", "", verdicts, statuses, results, output(),
                                 time.perf_counter() - start, impls, **ident).scored(settings)
+    except Cancelled:
+        raise
+    except Exception as exc:  # cnncheck's own failure on this submission: the rest of the class goes on
+        message = f"internal error while grading: {type(exc).__name__}: {exc}"
+        results = tuple(CheckResult(layer, submission.name, "integrity", "out", Status.INTERNAL_ERROR,
+                                    message=message, source=submission.path,
+                                    traceback=traceback.format_exc()) for layer in layers)
+        return SubmissionResult(submission.name, submission.path, str(Status.INTERNAL_ERROR), message,
+                                dict.fromkeys(layers, "error"), dict.fromkeys(layers, str(Status.INTERNAL_ERROR)),
+                                results, seconds=time.perf_counter() - start, **ident).scored(settings)
     finally:
         if loaded is not None:
             loaded.close()
         shutil.rmtree(workdir, ignore_errors=True)
+
 
 def _original(location: str, module: str, submission: Submission) -> str:
     """A location in the copy, as a location in the submission itself."""

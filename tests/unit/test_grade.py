@@ -231,3 +231,24 @@ def test_grade_all_on_workers_keeps_the_order_and_scores():
 def test_grade_all_refuses_zero_jobs():
     with pytest.raises(CnnCheckError, match="--jobs"):
         grade.grade_all([], SETTINGS, jobs=0)
+
+
+def test_a_bug_in_cnncheck_on_one_submission_does_not_stop_the_class(tmp_path, monkeypatch):
+    from cnncheck import grade as grading
+    from cnncheck.gradcheck import GradcheckConfig
+
+    for name in ("alice", "bob"):
+        (tmp_path / f"{name}.py").write_text("import numpy as np\n\ndef relu_forward(x):\n    return np.maximum(x, 0), x\n"
+                                             "\ndef relu_backward(dout, x):\n    return dout * (x > 0)\n")
+    real = grading.run_checks
+
+    def sometimes_broken(loaded, pairs, **kwargs):
+        if any("alice" in impl.source for _, impl in pairs):
+            raise RuntimeError("a bug")
+        return real(loaded, pairs, **kwargs)
+
+    monkeypatch.setattr(grading, "run_checks", sometimes_broken)
+    settings = grading.GradeSettings(GradcheckConfig(), ("relu",), quick=True)
+    alice, bob = grading.grade_all(grading.discover_submissions(tmp_path), settings)
+    assert alice.status == "internal-error" and "RuntimeError: a bug" in alice.message
+    assert bob.passed
