@@ -13,7 +13,9 @@ from __future__ import annotations
 import importlib
 
 #: The built-in layer modules, in the order of tables and of ``all``.
-MODULES = ("affine", "relu", "conv", "pool")
+MODULES = ("affine", "relu", "conv", "pool", "batchnorm", "layernorm", "spatial_batchnorm", "spatial_groupnorm",
+           "dropout", "softmax_loss", "svm_loss", "affine_relu", "conv_relu", "conv_relu_pool", "affine_bn_relu",
+           "affine_ln_relu")
 
 _EXTRA: list = []
 
