@@ -67,18 +67,20 @@ class Caller:
                 self.flags.append(problem)
         return response
 
-    def arguments(self, sample: Sample, layout: str = "C") -> list:
-        """Request arguments for forward: arrays in ``layout``, parameter dicts, numbers."""
+    def arguments(self, sample: Sample, layout="C") -> list:
+        """Request arguments for forward: parameter dicts, numbers, and arrays in ``layout`` (one layout for
+        every input with a gradient, or ``{name: layout}`` for some of them; the others C-contiguous)."""
         args = []
         for spec_input in self.spec.inputs:
             value = sample.values[spec_input.name]
             if isinstance(value, np.ndarray):
-                args.append({"value": value, "layout": layout if spec_input.role == "grad" else "C"})
+                chosen = layout.get(spec_input.name, "C") if isinstance(layout, dict) else layout
+                args.append({"value": value, "layout": chosen if spec_input.role == "grad" else "C"})
             else:
                 args.append({"value": value})
         return args
 
-    def forward(self, sample: Sample, params, *, layout: str = "C", what: str = "forward") -> Forward:
+    def forward(self, sample: Sample, params, *, layout="C", what: str = "forward") -> Forward:
         """``forward(*args)``: the output (and a loss's gradients) or :class:`Refused`."""
         loss = self.spec.protocol == "loss"
         response = self._request({"op": "call", "fn": self.impl.forward, "args": self.arguments(sample, layout),

@@ -198,6 +198,9 @@ class References:
                 try:
                     forward = caller.forward(sample, params)
                     found = {"out": forward.out.astype(np.float64)}
+                    state = _state_after(caller, spec, forward)
+                    if state:
+                        found["state"] = state
                     if spec.grads:
                         backward = caller.backward(forward, _dout(spec, sample, dtype), sample)
                         for name, value in backward.grads.items():
@@ -211,6 +214,21 @@ class References:
                         from None
                 self.cache[key] = found
             return self.cache[key]
+
+
+def _state_after(caller: Caller, spec: LayerSpec, forward) -> dict:
+    """``{"bn_param['running_mean']": array}``: the state a forward call left in its parameter dicts."""
+    state = {}
+    if not spec.state:
+        return state
+    for i, spec_input in enumerate(spec.inputs):
+        if spec_input.role != "config":
+            continue
+        after = caller.fetch([forward.handle, "args", i], "dict") or {}
+        for key in spec.state:
+            value = after.get(key) if isinstance(after, dict) else None
+            state[f"{spec_input.name}[{key!r}]"] = value
+    return state
 
 
 def _dout(spec: LayerSpec, sample: Sample, dtype) -> np.ndarray:
@@ -233,7 +251,8 @@ def _difference(got: np.ndarray, want: np.ndarray, floor: float = 0.0) -> tuple:
 
 
 def _reference_floor(reference: dict) -> float:
-    return REFERENCE_FLOOR * max((float(np.max(np.abs(v), initial=0.0)) for v in reference.values()), default=0.0)
+    return REFERENCE_FLOOR * max((float(np.max(np.abs(v), initial=0.0)) for v in reference.values()
+                                  if isinstance(v, np.ndarray)), default=0.0)
 
 
 # -- one implementation ------------------------------------------------------------------------------
@@ -383,6 +402,8 @@ def _check_geometry(caller: Caller, record: _Recorder, geometry: Geometry, param
                    "or check it with --dtype float32", finding="float32-precision", whole=True)
     if reference is not None:
         _compare_reference(record, "out", out, reference["out"], config, _reference_floor(reference))
+        if "state" in reference:
+            _compare_state(record, _state_after(caller, spec, forward), reference["state"], config)
     else:
         record.add("call", "out", Status.PASS, "forward returned an output of the right shape and dtype")
     protocol = first and config.protocol
@@ -431,6 +452,28 @@ def _compare_reference(record: _Recorder, subject: str, got: np.ndarray, want: n
     record.add("reference", subject, Status.DIFFERS,
                f"{what} differs from the reference: max |diff| {absolute:.3g} at {subject}{list(index)} "
                f"(got {got[index]:.6g}, expected {want[index]:.6g})", **fields)
+
+
+def _compare_state(record: _Recorder, got: dict, want: dict, config: GradcheckConfig) -> None:
+    """The state a forward left in its parameter dict (running means) against the reference's."""
+    tolerance = REFERENCE_TOLERANCE[config.dtype]
+    for name, expected in want.items():
+        value = got.get(name)
+        if not isinstance(expected, np.ndarray):
+            continue
+        if not isinstance(value, np.ndarray) or value.shape != expected.shape:
+            record.add("reference", "out", Status.DIFFERS, f"after forward, {name} is "
+                       f"{'missing' if value is None else 'not an array of the right shape'}; the reference leaves "
+                       f"an array of shape {tuple(expected.shape)}", finding="state")
+            continue
+        relative, absolute, index = _difference(value.astype(np.float64), expected.astype(np.float64))
+        if relative > tolerance:
+            record.add("reference", "out", Status.DIFFERS, f"after forward, {name} differs from the reference's: "
+                       f"max |diff| {absolute:.3g} at {list(index)} (got {value[index]:.6g}, expected "
+                       f"{expected[index]:.6g})", finding="state", rel_error=relative, abs_error=absolute)
+        else:
+            record.add("reference", "out", Status.PASS, f"{name} after forward matches the reference's",
+                       finding="state", rel_error=relative)
 
 
 def _gradient(caller: Caller, record: _Recorder, sample: Sample, params, name: str, grad: np.ndarray,
@@ -602,7 +645,7 @@ def _protocol(caller: Caller, record: _Recorder, sample: Sample, params, forward
         back_other = attempt("stale-state", lambda: caller.backward(later_call, _dout(spec, other, config.dtype),
                                                                        other))
         if reference is not None and back_other is not None:
-            want = {name[1:]: value for name, value in reference.items() if name != "out"}
+            want = {name[1:]: value for name, value in reference.items() if name.startswith("d")}
             differ = _grads_differ(back_other.grads, want, REFERENCE_TOLERANCE[config.dtype])
             found = _first_difference(later_call.out, reference["out"], REFERENCE_TOLERANCE[config.dtype])
             if found is not None:
@@ -636,31 +679,40 @@ def _protocol(caller: Caller, record: _Recorder, sample: Sample, params, forward
             ok("out", "reused-output", "earlier gradients stay as they were returned")
         caller.drop(first.handle, later_call.handle, back.handle if back is not None else None,
                     back_other.handle if back_other is not None else None)
-    # Other memory layouts.
+    # Other memory layouts, one array at a time (a layer may mishandle one input's strides only).
+    failed = False
     for layout, words in LAYOUTS.items():
-        laid = attempt("layout", lambda: caller.forward(sample, params, layout=layout,
-                                                          what=f"forward ({words} inputs)"))
-        if laid is None:
-            continue
-        found = _first_difference(laid.out, forward.out, tolerance)
-        if found is not None:
-            finding("out", "layout", f"with {words} inputs forward gives another output (max |diff| {found[0]:.3g} "
-                    f"at out{list(found[1])}): the code assumes C-contiguous arrays (strides computed from the "
-                    "shape, or a reshape of a view)")
+        for target in [*spec.grads, "dout"]:
+            on_input = target != "dout"
+            laid = attempt("layout", lambda: caller.forward(sample, params, layout={target: layout} if on_input
+                                                              else "C", what=f"forward ({words} {target})"))
+            if laid is None:
+                failed = True
+                break
+            found = _first_difference(laid.out, forward.out, tolerance) if on_input else None
+            if found is not None:
+                finding("out", "layout", f"with a {words} {target} forward gives another output (max |diff| "
+                        f"{found[0]:.3g} at out{list(found[1])}): the code assumes C-contiguous arrays (strides "
+                        "computed from the shape, or a reshape of a view)")
+                caller.drop(laid.handle)
+                failed = True
+                break
+            back = attempt("layout", lambda: caller.backward(laid, dout, sample, layout="C" if on_input else layout))
             caller.drop(laid.handle)
-            break
-        back = attempt("layout", lambda: caller.backward(laid, dout, sample, layout=layout))
-        if back is not None:
+            if back is None:
+                failed = True
+                break
             differ = _grads_differ(back.grads, analytic, tolerance)
             caller.drop(back.handle)
             if differ:
-                finding(f"d{differ[0]}", "layout", f"with {words} inputs and dout, backward gives other gradients ("
+                finding(f"d{differ[0]}", "layout", f"with a {words} {target}, backward gives other gradients ("
                         + _describe_diff(*differ) + "): the code assumes C-contiguous arrays")
-                caller.drop(laid.handle)
+                failed = True
                 break
-        caller.drop(laid.handle)
-    else:
-        ok("out", "layout", "Fortran-ordered, transposed and strided inputs give the same results")
+        if failed:
+            break
+    if not failed:
+        ok("out", "layout", "Fortran-ordered, transposed and strided inputs and dout give the same results")
 
 
 def _array_positions(spec: LayerSpec, sample: Sample) -> list:

@@ -1022,16 +1022,19 @@ class Server:
                 else:
                     target[...] = original + sign * h * directions[k].reshape(target.shape)
                 ok, value = self._invoke(fn, args, kwargs)
-                target[...] = original
                 if not ok:
+                    target[...] = original
                     return {"failed": {"at": k, "raised": value}}
                 try:
+                    # Read the output before restoring the input: it may be the input itself (out = x).
                     out = value[item] if item is not None else value
-                    data = _asarray(out, dtype=np.float64).reshape(-1)
+                    data = _array(out, dtype=np.float64, copy=True).reshape(-1)
                 except BaseException as exc:   # the returned value of code under test
                     if _isinstance(exc, KeyboardInterrupt):
                         raise
+                    target[...] = original
                     return {"failed": {"at": k, "returned": self._facts(value, request.get("expect", "pair"))}}
+                target[...] = original
                 if data.size != size:
                     return {"failed": {"at": k, "returned": self._facts(value, request.get("expect", "pair"))}}
                 into[k] = data

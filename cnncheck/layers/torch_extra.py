@@ -91,6 +91,8 @@ def _batch_stats(x_arr: np.ndarray, dtype: np.dtype, axes: tuple) -> tuple:
 
 def _batch_norm(x_arr, gamma_arr, beta_arr, bn_param, stat_axes):
     """torch batch norm over the channel axis 1 with the course's running statistics; returns the graph."""
+    # gamma and beta are made contiguous for F.batch_norm: with a contiguous input and a strided weight,
+    # PyTorch's CPU backward returns a wrong grad_input (seen with torch 2.13).
     D = x_arr.shape[1]
     dtype = common_dtype(x_arr, gamma_arr, beta_arr)
     mode, eps, momentum, running_mean, running_var = bn_settings(bn_param, D, dtype)
@@ -101,13 +103,13 @@ def _batch_norm(x_arr, gamma_arr, beta_arr, bn_param, stat_axes):
         update_running(running_var, momentum, var)
 
         def build(x_t, g_t, b_t):
-            return F.batch_norm(x_t, None, None, g_t, b_t, training=True, eps=eps)
+            return F.batch_norm(x_t, None, None, g_t.contiguous(), b_t.contiguous(), training=True, eps=eps)
     else:
         rm = _tensor(np.array(running_mean, dtype=dtype), dtype)
         rv = _tensor(np.array(running_var, dtype=dtype), dtype)
 
         def build(x_t, g_t, b_t):
-            return F.batch_norm(x_t, rm, rv, g_t, b_t, training=False, eps=eps)
+            return F.batch_norm(x_t, rm, rv, g_t.contiguous(), b_t.contiguous(), training=False, eps=eps)
 
     return _run(build, (x_arr, gamma_arr, beta_arr), dtype)
 
@@ -524,13 +526,13 @@ def affine_bn_relu_forward(x, w, b, gamma, beta, bn_param):
         def norm(a_t, g_t, be_t):
             with _torch().no_grad():
                 stats["mean"], stats["var"] = a_t.mean(dim=0).numpy(), a_t.var(dim=0, unbiased=False).numpy()
-            return F.batch_norm(a_t, None, None, g_t, be_t, training=True, eps=eps)
+            return F.batch_norm(a_t, None, None, g_t.contiguous(), be_t.contiguous(), training=True, eps=eps)
     else:
         rm = _tensor(np.array(running_mean, dtype=dtype), dtype)
         rv = _tensor(np.array(running_var, dtype=dtype), dtype)
 
         def norm(a_t, g_t, be_t):
-            return F.batch_norm(a_t, rm, rv, g_t, be_t, training=False, eps=eps)
+            return F.batch_norm(a_t, rm, rv, g_t.contiguous(), be_t.contiguous(), training=False, eps=eps)
 
     def build(x_t, w_t, b_t, g_t, be_t):
         return F.relu(norm(F.linear(x_t.reshape(N, -1), w_t.t(), b_t), g_t, be_t))

@@ -115,7 +115,8 @@ def summary_line(report: GradcheckReport) -> str:
     if warnings:
         text += f"; {warnings} warning{'' if warnings == 1 else 's'}" + (" (failing: --strict)" if report.strict else "")
     if report.absent:
-        text += f"; not in the module (name a layer to check it): {', '.join(report.absent)}"
+        shown = ", ".join(report.absent[:6]) + (f" and {len(report.absent) - 6} more" if len(report.absent) > 6 else "")
+        text += f"; not in the module (name a layer to check it): {shown}"
     config = report.config
     text += f" [{config.get('dtype', 'float64')}, seed {config.get('seed', 0)}]"
     return text

@@ -227,14 +227,6 @@ def test_the_svm_judge_accepts_any_share_at_a_zero_margin_and_nothing_else():
 def builtin_cases():
     for name in NEW:
         impls = [b.name for b in spec(name).impls if not b.requires or HAS_TORCH]
-        if name == "affine_bn_relu":
-            yield pytest.param(name, ["numpy"], id=f"{name}-numpy")
-            if HAS_TORCH:
-                reason = ("torch's CPU batch_norm backward gives a wrong grad_input when its weight is not "
-                          "contiguous; layers.torch_extra passes strided gamma through as is")
-                yield pytest.param(name, ["torch"], id=f"{name}-torch",
-                                   marks=pytest.mark.xfail(reason=reason, strict=True))
-            continue
         yield pytest.param(name, impls, id=name)
 
 

@@ -64,4 +64,7 @@ def test_duplicates_are_refused(registry):
 
 def test_reference_of_each_layer(registry):
     for spec in registry.layers():
-        assert registry.reference(spec) is not None, spec.name
+        if spec.reference is None:            # a random layer (dropout): judged by its own rule instead
+            assert spec.subgradient is not None, spec.name
+        else:
+            assert registry.reference(spec) is not None, spec.name
