@@ -797,10 +797,9 @@ def _subgradient(caller: Caller, record: _Recorder, geometry: Geometry, params, 
     caller.drop(forward.handle, backward.handle)
     subject = "d" + spec.grads[0]
     if verdict is None:
-        record.add("subgradient", subject, Status.PASS, "a valid subgradient at exact ties and zeros",
-                   finding="ties")
+        record.add("subgradient", subject, Status.PASS, spec.rule_note, finding=spec.rule)
     else:
-        record.add("subgradient", subject, Status.FAIL, verdict, finding="ties")
+        record.add("subgradient", subject, Status.FAIL, verdict, finding=spec.rule)
 
 
 # -- running many checks ---------------------------------------------------------------------------------

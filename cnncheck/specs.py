@@ -328,6 +328,9 @@ class LayerSpec:
         Dimension letters ``--sweep`` accepts for this layer.
     impls : tuple of Builtin
         cnncheck's own implementations of the layer, the reference among them.
+    rule, rule_note : str
+        The finding name of the ``subgradient`` check and what its pass
+        means, for reports (``ties``; dropout's is its mask rule).
     kinks : bool
         The layer is not differentiable everywhere although it has no
         ``subgradient`` check (a relu inside a sandwich layer): failing
@@ -354,6 +357,8 @@ class LayerSpec:
     sweep: Mapping[str, Callable] = field(default_factory=dict)
     impls: tuple = ()
     kinks: bool = False
+    rule: str = "ties"
+    rule_note: str = "a valid subgradient at exact ties and zeros"
 
     def __post_init__(self) -> None:
         if self.protocol not in ("layer", "loss"):

@@ -122,6 +122,8 @@ SPEC = LayerSpec(
     ),
     reference=None,
     subgradient=law,
+    rule="mask",
+    rule_note="every unit is dropped or kept and scaled by 1/p, about p of them kept",
     bytes=elementwise_bytes(1),
     check=check,
     sweep={"N": dim(0)},

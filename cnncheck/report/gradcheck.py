@@ -93,7 +93,7 @@ def coverage(report: GradcheckReport) -> str:
         span = str(counts[0]) if len(counts) == 1 else f"{counts[0]} to {counts[-1]}"
         parts = [f"{span} geometr{'y' if counts == [1] else 'ies'} each"]
     for kind, words in (("reference", "the reference"), ("protocol", "the call protocol"),
-                        ("subgradient", "ties and kinks")):
+                        ("subgradient", "the subgradient rules")):
         if kind in kinds:
             parts.append(words)
     return ", ".join(parts)
