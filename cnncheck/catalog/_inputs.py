@@ -1,4 +1,4 @@
-"""Input generators shared by the built-in specs."""
+"""Input generators and parameter helpers shared by the built-in specs."""
 
 from __future__ import annotations
 
@@ -48,3 +48,12 @@ def distinct_in_windows(rng: np.random.Generator, shape, ph: int, pw: int, dtype
     colour = (np.arange(H)[:, None] % ph) * pw + np.arange(W)[None, :] % pw
     value = rng.integers(0, levels, size=shape) * K + colour + 0.5 * rng.random(shape)
     return (step * (value - levels * K / 2.0)).astype(dtype)
+
+
+def shape_dim(index: int):
+    """A ``--sweep`` setter: ``params`` with size ``index`` of ``shape`` set to the swept value."""
+    def apply(params, value):
+        shape = list(params["shape"])
+        shape[index] = value
+        return {**params, "shape": tuple(shape)}
+    return apply

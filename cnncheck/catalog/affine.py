@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 
-from cnncheck.catalog._inputs import randn
+from cnncheck.catalog._inputs import randn, shape_dim
 from cnncheck.errors import CnnCheckError
 from cnncheck.specs import Builtin, Geometry, Input, LayerSpec, Param, Sample
 
@@ -40,14 +40,6 @@ def check(p) -> None:
         raise CnnCheckError(f"affine shape must be N,D (or N,d1,...,dk), got {p['shape']}")
 
 
-def _dim(index):
-    def apply(p, value):
-        shape = list(p["shape"])
-        shape[index] = value
-        return {**p, "shape": tuple(shape)}
-    return apply
-
-
 def _features(p, value):
     return {**p, "shape": (p["shape"][0], value)}
 
@@ -73,7 +65,7 @@ SPEC = LayerSpec(
     reference="numpy",
     flops=flops,
     check=check,
-    sweep={"N": _dim(0), "D": _features, "F": lambda p, v: {**p, "filters": v}},
+    sweep={"N": shape_dim(0), "D": _features, "F": lambda p, v: {**p, "filters": v}},
     impls=(
         Builtin("numpy", "cnncheck.layers.naive:affine_forward", "cnncheck.layers.naive:affine_backward", "numpy"),
         Builtin("torch", "cnncheck.layers.torch_impl:affine_forward", "cnncheck.layers.torch_impl:affine_backward",

@@ -7,7 +7,7 @@ x (N, C, H, W), w (F, C, HH, WW), b (F,), ``conv_param = {'stride': s,
 
 from __future__ import annotations
 
-from cnncheck.catalog._inputs import randn
+from cnncheck.catalog._inputs import randn, shape_dim
 from cnncheck.errors import CnnCheckError
 from cnncheck.specs import Builtin, Geometry, Input, LayerSpec, Param, Sample
 
@@ -55,14 +55,6 @@ def flops(p) -> tuple:
     return forward, 2 * forward
 
 
-def _dim(index):
-    def apply(p, value):
-        shape = list(p["shape"])
-        shape[index] = value
-        return {**p, "shape": tuple(shape)}
-    return apply
-
-
 SPEC = LayerSpec(
     name="conv",
     title="Convolution",
@@ -93,7 +85,7 @@ SPEC = LayerSpec(
     reference="naive",
     flops=flops,
     check=check,
-    sweep={"N": _dim(0), "C": _dim(1), "H": _dim(2), "W": _dim(3),
+    sweep={"N": shape_dim(0), "C": shape_dim(1), "H": shape_dim(2), "W": shape_dim(3),
            "F": lambda p, v: {**p, "filters": v}, "K": lambda p, v: {**p, "kernel": (v, v)}},
     impls=(
         Builtin("naive", "cnncheck.layers.naive:conv_forward_naive", "cnncheck.layers.naive:conv_backward_naive",

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from cnncheck.catalog._inputs import distinct_in_windows, randn, tied
+from cnncheck.catalog._inputs import distinct_in_windows, randn, shape_dim, tied
 from cnncheck.errors import CnnCheckError
 from cnncheck.specs import Builtin, Geometry, Input, LayerSpec, Param, Sample
 
@@ -88,14 +88,6 @@ def subgradient(sample: Sample, p, grads) -> str | None:
     return None
 
 
-def _dim(index):
-    def apply(p, value):
-        shape = list(p["shape"])
-        shape[index] = value
-        return {**p, "shape": tuple(shape)}
-    return apply
-
-
 SPEC = LayerSpec(
     name="pool",
     title="Max pooling",
@@ -127,7 +119,7 @@ SPEC = LayerSpec(
     subgradient=subgradient,
     bytes=bytes_moved,
     check=check,
-    sweep={"N": _dim(0), "C": _dim(1), "H": _dim(2), "W": _dim(3),
+    sweep={"N": shape_dim(0), "C": shape_dim(1), "H": shape_dim(2), "W": shape_dim(3),
            "K": lambda p, v: {**p, "pool_height": v, "pool_width": v}},
     impls=(
         Builtin("naive", "cnncheck.layers.naive:max_pool_forward_naive", "cnncheck.layers.naive:max_pool_backward_naive",

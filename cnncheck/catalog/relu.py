@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from cnncheck.catalog._inputs import away_from_zero, randn, with_zeros
+from cnncheck.catalog._inputs import away_from_zero, randn, shape_dim, with_zeros
 from cnncheck.specs import Builtin, Geometry, Input, LayerSpec, Param, Sample
 
 
@@ -43,14 +43,6 @@ def subgradient(sample: Sample, p, grads) -> str | None:
             f"dout {dout[index]:.6g}, dx {dx[index]:.6g} (at x = 0 any value between 0 and dout is valid)")
 
 
-def _dim(index):
-    def apply(p, value):
-        shape = list(p["shape"])
-        shape[index] = value
-        return {**p, "shape": tuple(shape)}
-    return apply
-
-
 SPEC = LayerSpec(
     name="relu",
     title="ReLU",
@@ -68,7 +60,7 @@ SPEC = LayerSpec(
     reference="numpy",
     subgradient=subgradient,
     bytes=bytes_moved,
-    sweep={"N": _dim(0)},
+    sweep={"N": shape_dim(0)},
     impls=(
         Builtin("numpy", "cnncheck.layers.naive:relu_forward", "cnncheck.layers.naive:relu_backward", "numpy"),
         Builtin("fast", "cnncheck.layers.fast:relu_forward_fast", "cnncheck.layers.fast:relu_backward_fast", "kernels"),
