@@ -822,6 +822,9 @@ class Server:
         self.modules: list = []
         self._reported_refusals = 0
         self._baseline = _snapshot(load=True) if watch else None
+        # numpy's error state (np.seterr) that code under test set at import applies to its own calls only.
+        self._own_errors = np.geterr()
+        self._user_errors = dict(self._own_errors)
 
     # -- dispatch ---------------------------------------------------------------------------
     def handle(self, request: dict) -> dict:
@@ -893,7 +896,7 @@ class Server:
     def _invoke(self, fn, args, kwargs):
         """Call code under test: ``(True, value)`` or ``(False, error facts)``."""
         try:
-            with self._output(), self._armed():
+            with self._output(), self._armed(), np.errstate(**self._user_errors):
                 return True, fn(*args, **kwargs)
         except BaseException as exc:   # the code under test, and only it
             if _isinstance(exc, KeyboardInterrupt) and self.guard is None:
@@ -911,6 +914,9 @@ class Server:
                 module = load_module(str(request["module"]))
         except LoadError as exc:
             return {"loaded": False, "message": str(exc), "error": exc.facts}
+        finally:
+            self._user_errors = np.geterr()
+            np.seterr(**self._own_errors)
         self.modules.append(module)
         module_file = getattr(module, "__file__", None) or ""
         if module_file:
@@ -1045,7 +1051,7 @@ class Server:
         fn = self._function(request["fn"])
         args, kwargs = self._arguments(request)
         try:
-            with self._output(), self._armed():
+            with self._output(), self._armed(), np.errstate(**self._user_errors):
                 times, loops, limited = measure(
                     lambda: fn(*args, **kwargs), repeat=int(request.get("repeat", 5)),
                     min_time=float(request.get("min_time", 0.5)),
