@@ -1,14 +1,17 @@
 """Build script for the compiled kernels; all metadata lives in pyproject.toml.
 
-``extensions/_im2col_cy.pyx`` is cythonized into ``cnncheck._im2col_cy``.  The
-extension is optional: without a working C compiler the package still
-installs and :mod:`cnncheck.im2col` falls back to numpy with a warning.
-OpenMP is used when the compiler accepts it (the kernels' ``prange`` loops
-then share planes among threads) and left out otherwise, where the same
-loops run serially.
+Each ``extensions/_<name>_cy.pyx`` is cythonized into ``cnncheck.kernels._<name>_cy``
+(conv, pool, relu), and the convolution kernels a second time, with AVX2 and
+FMA enabled, into ``cnncheck.kernels._conv_avx2_cy`` on x86 (loaded only on
+CPUs that have both).  The extensions are optional: without a working C
+compiler the package still installs and :mod:`cnncheck.kernels` falls back
+to numpy with a warning.  OpenMP is used when the compiler accepts it (the
+kernels' ``prange`` loops then share their work among threads) and left out
+otherwise, where the same loops run serially.
 """
 
 import os
+import platform
 import tempfile
 
 import numpy
@@ -23,6 +26,13 @@ COMPILE_ARGS = {
     "mingw32": ["-O3"],
     "msvc": ["/O2"],
 }
+# Flags of the AVX2 and FMA build of the convolution kernels, per compiler family.
+AVX2_ARGS = {
+    "unix": ["-mavx2", "-mfma"],
+    "mingw32": ["-mavx2", "-mfma"],
+    "msvc": ["/arch:AVX2"],
+}
+AVX2_MODULE = "cnncheck.kernels._conv_avx2_cy"
 # OpenMP flags per compiler family: (compile args, link args).
 OPENMP_ARGS = {
     "unix": (["-fopenmp"], ["-fopenmp"]),
@@ -67,19 +77,35 @@ class BuildExt(build_ext):
         if omp_compile is not None and _compiler_accepts_openmp(self.compiler, omp_compile, omp_link):
             args += omp_compile
             link += omp_link
-        for ext in self.extensions:
-            ext.extra_compile_args = list(ext.extra_compile_args or []) + args
+        for ext in list(self.extensions):
+            extra = []
+            if ext.name == AVX2_MODULE:
+                if kind not in AVX2_ARGS or not _is_x86():
+                    self.extensions.remove(ext)  # the baseline build serves every CPU
+                    continue
+                extra = AVX2_ARGS[kind]
+            ext.extra_compile_args = list(ext.extra_compile_args or []) + args + extra
             ext.extra_link_args = list(ext.extra_link_args or []) + link
         super().build_extensions()
 
 
+def _is_x86() -> bool:
+    return platform.machine().lower() in ("x86_64", "amd64", "i386", "i686", "x86")
+
+
 extensions = [
     Extension(
-        "cnncheck._im2col_cy",
-        ["extensions/_im2col_cy.pyx"],
+        name,
+        [source],
         include_dirs=[numpy.get_include()],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         optional=True,
+    )
+    for name, source in (
+        ("cnncheck.kernels._conv_cy", "extensions/_conv_cy.pyx"),
+        (AVX2_MODULE, "extensions/_conv_avx2_cy.pyx"),
+        ("cnncheck.kernels._pool_cy", "extensions/_pool_cy.pyx"),
+        ("cnncheck.kernels._relu_cy", "extensions/_relu_cy.pyx"),
     )
 ]
 

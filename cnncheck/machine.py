@@ -1,4 +1,4 @@
-"""Facts about the machine that decide benchmark figures, and its measured GEMM peak.
+"""Facts about the machine that decide benchmark figures, its measured GEMM peak, and thread pools.
 
 A time means little without the machine it was taken on: the CPU, how many
 cores the process may use, which BLAS numpy calls and with how many threads,
@@ -6,13 +6,14 @@ and whether cnncheck's compiled kernels or their numpy fallback run.
 :func:`machine_facts` collects these; :func:`gemm_peak_gflops` measures the
 rate a large matrix product reaches, the ceiling convolution and affine
 layers (which are matrix products underneath) are held to.
+:func:`limit_threads` limits BLAS and OpenMP threads inside a block, and
+:func:`child_thread_env` gives the environment of child processes that share
+the machine.
 """
 
 from __future__ import annotations
 
 import contextlib
-import importlib
-import importlib.util
 import math
 import os
 import platform
@@ -71,20 +72,22 @@ def blas_info() -> dict | None:
 
 
 def openmp_threads() -> int | None:
-    """Threads of the OpenMP runtime loaded in the process (compiled kernels), or None."""
-    for pool in threadpoolctl.threadpool_info():
-        if pool.get("user_api") == "openmp":
-            return pool.get("num_threads")
-    return None
+    """Most threads cnncheck's compiled kernels would use if called now, or None for the numpy fallback.
+
+    The OpenMP limit in force for the calling thread (``OMP_NUM_THREADS``,
+    threadpoolctl, ``--threads``), capped at the usable CPUs: see
+    :func:`cnncheck.kernels.max_threads`.  Kernels with little work use fewer.
+    """
+    from cnncheck import kernels
+
+    return kernels.max_threads() if kernels.BACKEND == "cython" else None
 
 
 def kernel_backend() -> str:
-    """``"cython"`` or ``"numpy"``: which im2col kernels cnncheck's fast layers use."""
-    if importlib.util.find_spec("cnncheck.im2col") is not None:
-        module = importlib.import_module("cnncheck.im2col")
-    else:
-        module = importlib.import_module("cnncheck.layers.fast")
-    return str(module.BACKEND)
+    """``"cython"`` or ``"numpy"``: which kernels cnncheck's fast layers use."""
+    from cnncheck import kernels
+
+    return str(kernels.BACKEND)
 
 
 def machine_facts(*, dtype: str | None = None, gemm_peak: float | None = None) -> dict:
@@ -134,6 +137,69 @@ def limit_threads(threads: int | None) -> Iterator[None]:
         raise ValueError(f"threads must be >= 1, got {threads}")
     with threadpoolctl.threadpool_limits(limits=threads):
         yield
+
+
+#: Variables that size the thread pools of the libraries a child process may load: OpenMP
+#: (cnncheck's kernels, PyTorch), OpenBLAS, MKL, BLIS, Accelerate and numexpr.
+THREAD_VARIABLES = (
+    "OMP_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "BLIS_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+)
+#: How idle threads wait in a child process: OpenMP threads go to sleep as
+#: soon as their work is done instead of spinning for it, so they never take
+#: a core from BLAS's threads, another child or another user.
+WAIT_POLICY = {
+    "OMP_WAIT_POLICY": "PASSIVE",
+}
+
+
+def child_thread_env(jobs: int, *, cores: int | None = None) -> dict[str, str]:
+    """Environment variables for a child process when ``jobs`` children share the machine.
+
+    Each child's thread pools (BLAS, OpenMP, and with them cnncheck's kernels
+    and PyTorch) get ``max(1, cores // jobs)`` threads, so the children
+    together ask for no more threads than there are cores, and idle threads
+    wait without spinning (:data:`WAIT_POLICY`).  Set the variables before
+    the child starts: the libraries read them once, when they load.
+
+    Parameters
+    ----------
+    jobs : int
+        Children running at the same time, >= 1.
+    cores : int, optional
+        Cores they share; by default those this process may use (:func:`core_count`).
+
+    Returns
+    -------
+    dict of str to str
+        Every name in :data:`THREAD_VARIABLES` with the thread count, and
+        :data:`WAIT_POLICY`.  The caller overlays it on the child's
+        environment, e.g. ``env={**os.environ, **child_thread_env(jobs)}``.
+
+    Raises
+    ------
+    ValueError
+        ``jobs`` or ``cores`` below 1.
+
+    Examples
+    --------
+    >>> child_thread_env(4, cores=2)["OMP_NUM_THREADS"]
+    '1'
+    >>> child_thread_env(1, cores=8)["OPENBLAS_NUM_THREADS"]
+    '8'
+    """
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ValueError(f"jobs must be an integer >= 1, got {jobs!r}")
+    if cores is None:
+        cores = core_count() or 1
+    if isinstance(cores, bool) or not isinstance(cores, int) or cores < 1:
+        raise ValueError(f"cores must be an integer >= 1, got {cores!r}")
+    threads = str(max(1, cores // jobs))
+    return {**{name: threads for name in THREAD_VARIABLES}, **WAIT_POLICY}
 
 
 def gemm_peak_gflops(dtype="float64", *, size: int = GEMM_SIZE,

@@ -1,4 +1,4 @@
-"""Fast convolution, max pooling and relu: im2col into a reused workspace plus matrix products, one-pass kernels.
+"""Fast convolution, max pooling and relu on the compiled kernels of :mod:`cnncheck.kernels`.
 
 Same contract, results and error messages as :mod:`cnncheck.layers.naive`
 (the reference they are tested against): ``out, cache = forward(...)`` and
@@ -9,16 +9,27 @@ inputs of any memory layout are accepted.  Bad shapes or parameters raise
 
 Design
 ------
-Convolution works on chunks of images.  For each chunk, the windows are
-unfolded image by image (layout ``cols3`` of :mod:`cnncheck._im2col_cy`)
-into a workspace followed by a row of ones, and one matrix product per
-image, ``[w2 | b] @ [cols; 1]``, writes that image's output straight into
-NCHW order with the bias already added: no transpose pass, no bias pass.
-The backward pass unfolds the chunk again into the same workspace (the
-cache holds no column matrix, so a forward pass allocates nothing but its
-output), takes ``dw`` and ``db`` together from ``d @ [cols; 1].T`` and
-overwrites the workspace with ``w2.T @ d``, which col2im folds into ``dx``.
-A 1x1 kernel with stride 1 and no padding skips the unfolding.
+Convolution takes one of three routes, by the size of a window
+``K = C*HH*WW``:
+
+* **direct** (``K <= DIRECT_MAX_WINDOW``, and ``K <= DIRECT_MAX_WIDE_WINDOW``
+  with more than ``DIRECT_MAX_FILTERS`` filters; the course notebook's
+  3x3x3 with 25 filters): a register-tiled kernel computes the layer without unfolding
+  (:func:`cnncheck.kernels.conv.direct_forward`), in both passes; matrix
+  products this thin run far below the BLAS peak, and unfolding costs as
+  much as they do.
+* **unfold and multiply** (larger windows): chunk by chunk, the windows of a
+  chunk of images are unfolded into a workspace followed by a row of ones,
+  and one matrix product per chunk, ``[w2 | b] @ [cols; 1]``, gives the
+  chunk's output with the bias already added; the backward pass unfolds
+  the chunk again (the cache holds no column matrix, so a forward pass
+  allocates nothing but its output), takes ``dw`` and ``db`` together from
+  one product ``d @ [cols; 1].T`` and overwrites the workspace with
+  ``w2.T @ d``, which col2im folds into ``dx``.  Where the machine has
+  cores that BLAS does not use, the next chunk is unfolded on one of them
+  while this chunk's product runs.
+* **pointwise** (a 1x1 kernel with stride 1 and no padding): x is its own
+  column matrix, nothing is unfolded.
 
 The workspace belongs to the calling thread (:class:`threading.local`), so
 the layers can be called from several threads at once; a chunk is sized to
@@ -30,19 +41,24 @@ in one pass, and the backward pass scatters ``dout`` through those offsets.
 Relu reads its input once and writes its output once in both passes: a
 compare and a select per element, with no mask array in between.
 
-The loops run in the compiled extension when it is built; :data:`BACKEND`
-(``"cython"`` or ``"numpy"``) says which kernel :mod:`cnncheck.im2col`
-picked.  Both kernels give bit-identical results.
+The loops run in the compiled extensions when they are built; :data:`BACKEND`
+(``"cython"`` or ``"numpy"``) says which kernels :mod:`cnncheck.kernels`
+picked, and every kernel takes its thread count at call time.
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from cnncheck import geometry, im2col
+from cnncheck import geometry, kernels
 from cnncheck.errors import CnnCheckError
+from cnncheck.kernels import conv as kconv
+from cnncheck.kernels import pool as kpool
+from cnncheck.kernels import relu as krelu
 from cnncheck.layers.naive import (
     as_float_array,
     check_dout,
@@ -51,23 +67,26 @@ from cnncheck.layers.naive import (
     pool_param_values,
 )
 
-#: Which kernel the fast layers use: ``"cython"`` or ``"numpy"``.
-BACKEND = im2col.BACKEND
+#: Which kernels the fast layers use: ``"cython"`` or ``"numpy"``.
+BACKEND = kernels.BACKEND
 
-# Bytes of column workspace per chunk of images: within the last-level cache
-# between the unfolding and the products, yet few chunks (each chunk hands
-# the cores from the unfolding to BLAS's threads and back; measured: 2 MiB
-# chunks cost the large convolution a fifth of its speed).
-_CHUNK_BYTES = 16 << 20
-# Threads of the convolution's unfolding kernels.  One: the products that
-# follow run on BLAS's threads, and OpenMP threads still spinning after a
-# parallel kernel take cores from them (measured: twice slower on 2 cores).
-_CONV_KERNEL_THREADS = 1
-# Threads of the relu kernels.  One: a pass over memory gains little from a
-# second core, and OpenMP threads that wake for a fraction of a millisecond
-# and then spin cost more than they save when the cores are busy (measured:
-# median ten times slower with two threads on 2 busy cores).
-_RELU_KERNEL_THREADS = 1
+#: Largest window ``C*HH*WW`` computed by the direct kernel; larger ones are
+#: unfolded and multiplied.  Measured here (32 and 100 images, 3x3 kernels,
+#: stride 1 and 2, 8 to 64 filters): the direct kernel takes 0.2 to 0.8 of
+#: the time of unfolding plus products up to a 16x3x3 window with up to 25
+#: filters, and up to 4x3x3 with 64 filters, where more filters make the
+#: products efficient enough to pay for the unfolding.
+DIRECT_MAX_WINDOW = 144
+#: Most filters for which any window up to DIRECT_MAX_WINDOW goes direct.
+DIRECT_MAX_FILTERS = 32
+#: Largest window that goes direct with more filters than that.
+DIRECT_MAX_WIDE_WINDOW = 36
+# Bytes of column workspace per chunk of images: the columns should still be
+# in cache when the product reads them.  Measured on the large benchmark
+# convolution (64x3x3 windows over 32x32 images, about 5 MiB of columns and
+# products per image): 1 image per chunk unfolded in 22 to 35 ms in all,
+# 3 images in 53 to 57 ms and 9 in 42 to 49 ms, for products at much the same rate.
+_CHUNK_BYTES = 8 << 20
 # Largest workspace kept for the next call of the same thread.
 _MAX_KEPT_BYTES = 64 << 20
 _local = threading.local()
@@ -114,12 +133,157 @@ def _is_pointwise(HH: int, WW: int, stride: int, pad: int) -> bool:
 
 
 # -- convolution ----------------------------------------------------------------
-def conv_forward_fast(x, w, b, conv_param):
-    """Convolution (cross-correlation) as im2col plus one matrix product per image, bias fused.
+def _route(F: int, C: int, HH: int, WW: int, stride: int, pad: int) -> str:
+    """``"pointwise"``, ``"direct"`` or ``"unfold"``: how a convolution of this geometry is computed."""
+    if _is_pointwise(HH, WW, stride, pad):
+        return "pointwise"
+    K = C * HH * WW
+    if K <= DIRECT_MAX_WINDOW and (F <= DIRECT_MAX_FILTERS or K <= DIRECT_MAX_WIDE_WINDOW):
+        return "direct"
+    return "unfold"
 
-    ``out[n] = [w2 | b] @ [cols_n; 1]`` with ``w2 = w.reshape(F, -1)`` and
-    ``cols_n`` image n's im2col matrix, computed chunk by chunk in a
-    per-thread workspace and written straight into NCHW order.
+
+_helper = None  # the thread that unfolds the next chunk, started on first use
+_helper_lock = threading.Lock()
+
+
+def _helper_thread() -> ThreadPoolExecutor:
+    global _helper
+    with _helper_lock:
+        if _helper is None:
+            _helper = ThreadPoolExecutor(1, thread_name_prefix="cnncheck-unfold")
+    return _helper
+
+
+def _overlaps() -> bool:
+    """True when a core is free beside BLAS's threads, to unfold the next chunk on."""
+    blas = _blas_threads()
+    return blas is not None and kernels.max_threads() > blas
+
+
+_blas_libraries_found = None
+_blas_lock = threading.Lock()
+_blas_users = 0  # layer calls inside _blas_fitted, in any thread
+_blas_saved: list = []
+
+
+def _blas_libraries() -> list:
+    """threadpoolctl's controllers of the BLAS libraries loaded in the process (found once)."""
+    global _blas_libraries_found
+    if _blas_libraries_found is None:
+        import threadpoolctl
+
+        _blas_libraries_found = threadpoolctl.ThreadpoolController().select(user_api="blas").lib_controllers
+    return _blas_libraries_found
+
+
+def _blas_threads() -> int | None:
+    """BLAS's thread limit now, or None when no BLAS is visible."""
+    counts = [lib.num_threads for lib in _blas_libraries()]
+    return max(counts) if counts else None
+
+
+@contextlib.contextmanager
+def _blas_fitted():
+    """BLAS limited to the CPUs other processes leave idle (:func:`cnncheck.kernels.idle_cpus`) inside the block.
+
+    A matrix product split among threads waits for the slowest; on a busy
+    machine a thread the scheduler leaves out for a time slice makes it many
+    times slower than one thread (measured here: 16 ms instead of 3 ms, and
+    0.8 s instead of 3 ms, for the notebook convolution's products with the
+    two cores busy).  The limit in force before is restored when the last
+    layer call inside the block leaves it.
+    """
+    global _blas_users, _blas_saved
+    libraries = _blas_libraries()
+    if not libraries:
+        yield
+        return
+    idle = kernels.idle_cpus()
+    with _blas_lock:
+        if _blas_users == 0:
+            _blas_saved = [lib.num_threads for lib in libraries]
+        _blas_users += 1
+        for lib, limit in zip(libraries, _blas_saved):
+            if min(limit, idle) != lib.num_threads:
+                lib.set_num_threads(min(limit, idle))
+    try:
+        yield
+    finally:
+        with _blas_lock:
+            _blas_users -= 1
+            if _blas_users == 0:
+                for lib, limit in zip(libraries, _blas_saved):
+                    if lib.num_threads != limit:
+                        lib.set_num_threads(limit)
+
+
+def _chunk_views(slot: np.ndarray, K: int, F: int, columns: int) -> tuple[np.ndarray, np.ndarray]:
+    """``[cols; 1]`` (K + 1, columns) and a (F, columns) matrix, side by side in one workspace slot."""
+    cols = slot[:(K + 1) * columns].reshape(K + 1, columns)
+    other = slot[(K + 1) * columns:(K + 1 + F) * columns].reshape(F, columns)
+    return cols, other
+
+
+def _unfold(xc, slot, n0, n1, K, F, P, HH, WW, stride, pad):
+    """Fill ``[cols; 1]`` of ``slot`` with the windows of images n0 .. n1-1 and a row of ones.
+
+    On one thread: BLAS's threads keep spinning for a while after each
+    product, and a second unfolding thread would share a core with one of
+    them (measured here: a 2-thread unfolding between products four times
+    slower than a 1-thread one, and unfolding split with a helper thread no
+    faster).
+    """
+    cols, _ = _chunk_views(slot, K, F, (n1 - n0) * P)
+    kconv.im2col(xc[n0:n1], HH, WW, stride, pad, out=cols[:K], threads=1)
+    cols[K] = 1
+
+
+class _Chunks:
+    """The chunks of a convolution's images, each unfolded into a workspace slot when its turn comes.
+
+    Where threads allow (:func:`_overlaps`: a core that BLAS does not use),
+    two slots take turns and a helper thread unfolds chunk c + 1 while the
+    caller multiplies chunk c.
+    """
+
+    def __init__(self, xc, K, F, P, HH, WW, stride, pad, dtype):
+        N = xc.shape[0]
+        per_chunk = _images_per_chunk(N, (K + 1 + F) * P * dtype.itemsize)
+        self.bounds = [(n0, min(N, n0 + per_chunk)) for n0 in range(0, N, per_chunk)]
+        self.overlap = len(self.bounds) > 1 and _overlaps()
+        self.slots = _workspace((2 if self.overlap else 1, (K + 1 + F) * per_chunk * P), dtype)
+        self.args = (K, F, P, HH, WW, stride, pad)
+        self.xc = xc
+        self.pending = None
+
+    def __iter__(self):
+        """Yield ``(n0, n1, cols, other)`` with ``cols`` already holding ``[cols; 1]`` of images n0 .. n1-1."""
+        K, F, P = self.args[:3]
+        try:
+            for c, (n0, n1) in enumerate(self.bounds):
+                slot = self.slots[c % len(self.slots)]
+                if self.pending is not None:
+                    self.pending.result()
+                    self.pending = None
+                else:
+                    _unfold(self.xc, slot, n0, n1, *self.args)
+                if self.overlap and c + 1 < len(self.bounds):
+                    self.pending = _helper_thread().submit(_unfold, self.xc, self.slots[(c + 1) % 2],
+                                                           *self.bounds[c + 1], *self.args)
+                yield (n0, n1, *_chunk_views(slot, K, F, (n1 - n0) * P))
+        finally:
+            if self.pending is not None:  # never leave a helper writing into the workspace
+                self.pending.result()
+
+
+def conv_forward_fast(x, w, b, conv_param):
+    """Convolution (cross-correlation): a direct kernel for small windows, else unfolding plus products.
+
+    Small windows (``C*HH*WW <= DIRECT_MAX_WINDOW``) go through the
+    register-tiled direct kernel.  Otherwise ``out = [w2 | b] @ [cols; 1]``
+    chunk by chunk, with ``w2 = w.reshape(F, -1)`` and ``cols`` a chunk's
+    im2col matrix in a per-thread workspace.
 
     Parameters
     ----------
@@ -139,7 +303,7 @@ def conv_forward_fast(x, w, b, conv_param):
         x, w, b and conv_param as given (never modified), and ``xc``, a
         read-only C-contiguous view of x in the common dtype (x's own memory
         when x already is one; a copy otherwise), which the backward pass
-        unfolds again.
+        reads again.
 
     Raises
     ------
@@ -156,32 +320,33 @@ def conv_forward_fast(x, w, b, conv_param):
     C, HH, WW = w_arr.shape[1:]
     K, P = C * HH * WW, H_out * W_out
     xc = _readonly(np.ascontiguousarray(x_arr, dtype=dtype).view())
+    cache = (x, w, b, conv_param, xc)
+    w_d = w_arr.astype(dtype, copy=False)
+    b_d = b_arr.astype(dtype, copy=False)
+    route = _route(F, C, HH, WW, stride, pad)
+    if route == "direct":
+        return kconv.direct_forward(xc, w_d, b_d, stride, pad), cache
     out = np.empty((N, F, P), dtype=dtype)
-    if _is_pointwise(HH, WW, stride, pad):
-        np.matmul(w_arr.reshape(F, K).astype(dtype, copy=False), xc.reshape(N, C, P), out=out)
-        out += b_arr.astype(dtype, copy=False).reshape(1, F, 1)
-        return out.reshape(N, F, H_out, W_out), (x, w, b, conv_param, xc)
-    wb = np.empty((F, K + 1), dtype=dtype)  # [w2 | b]
-    wb[:, :K] = w_arr.reshape(F, K)
-    wb[:, K] = b_arr
-    per_chunk = _images_per_chunk(N, (K + 1) * P * dtype.itemsize)
-    cols = _workspace((per_chunk, K + 1, P), dtype)
-    cols[:, K, :] = 1  # the kernel writes rows 0 .. K-1 only
-    kernel = im2col._kernel
-    for n0 in range(0, N, per_chunk):
-        n1 = min(N, n0 + per_chunk)
-        block = cols[:n1 - n0]
-        kernel.im2col_images(xc[n0:n1], block, HH, WW, stride, pad, _CONV_KERNEL_THREADS)
-        np.matmul(wb, block, out=out[n0:n1])
-    return out.reshape(N, F, H_out, W_out), (x, w, b, conv_param, xc)
+    with _blas_fitted():
+        if route == "pointwise":
+            np.matmul(w_d.reshape(F, K), xc.reshape(N, C, P), out=out)
+            out += b_d.reshape(1, F, 1)
+            return out.reshape(N, F, H_out, W_out), cache
+        wb = np.empty((F, K + 1), dtype=dtype)  # [w2 | b]
+        wb[:, :K] = w_d.reshape(F, K)
+        wb[:, K] = b_d
+        for n0, n1, cols, product in _Chunks(xc, K, F, P, HH, WW, stride, pad, dtype):
+            np.matmul(wb, cols, out=product)
+            out[n0:n1] = product.reshape(F, n1 - n0, P).transpose(1, 0, 2)
+    return out.reshape(N, F, H_out, W_out), cache
 
 
 def conv_backward_fast(dout, cache):
-    """Backward pass of :func:`conv_forward_fast`: products per image and col2im.
+    """Backward pass of :func:`conv_forward_fast`, on the same route as the forward pass.
 
-    With ``d_n`` image n's upstream gradient as (F, H_out*W_out):
-    ``[dw | db] = sum_n d_n @ [cols_n; 1].T`` and
-    ``dx_n = col2im(w2.T @ d_n)``.
+    Unfolding route, with ``d`` a chunk's upstream gradient as
+    (F, images*H_out*W_out): ``[dw | db] += d @ [cols; 1].T`` and
+    ``dx = col2im(w2.T @ d)``.
 
     Parameters
     ----------
@@ -218,42 +383,30 @@ def conv_backward_fast(dout, cache):
         )
     C, HH, WW = w.shape[1:]
     K, P = C * HH * WW, H_out * W_out
-    d = np.ascontiguousarray(dout, dtype=dtype).reshape(N, F, P)
-    w2 = w.astype(dtype, copy=False).reshape(F, K)
+    d = np.ascontiguousarray(dout, dtype=dtype)
+    w_d = w.astype(dtype, copy=False)
+    route = _route(F, C, HH, WW, stride, pad)
+    if route == "direct":
+        return kconv.direct_backward(xc, w_d, d, stride, pad)
+    d = d.reshape(N, F, P)
+    w2 = w_d.reshape(F, K)
     dx = np.empty((N, C, x.shape[2], x.shape[3]), dtype=dtype)
-    if _is_pointwise(HH, WW, stride, pad):
-        np.matmul(w2.T, d, out=dx.reshape(N, C, P))
-        dw = np.matmul(d, xc.reshape(N, C, P).transpose(0, 2, 1)).sum(axis=0)
-        return dx, dw.reshape(w.shape), d.sum(axis=(0, 2))
-    per_chunk = _images_per_chunk(N, (K + 1) * P * dtype.itemsize)
-    cols = _workspace((per_chunk, K + 1, P), dtype)
-    cols[:, K, :] = 1
-    dwb = np.zeros((F, K + 1), dtype=dtype)  # [dw2 | db]
-    w2t = w2.T
-    kernel = im2col._kernel
-    for n0 in range(0, N, per_chunk):
-        n1 = min(N, n0 + per_chunk)
-        block = cols[:n1 - n0]
-        threads = _CONV_KERNEL_THREADS
-        kernel.im2col_images(xc[n0:n1], block, HH, WW, stride, pad, threads)
-        dwb += np.matmul(d[n0:n1], block.transpose(0, 2, 1)).sum(axis=0)
-        np.matmul(w2t, d[n0:n1], out=block[:, :K])  # dcols, over the columns just used
-        kernel.col2im_images(block, dx[n0:n1], HH, WW, stride, pad, threads)
+    with _blas_fitted():
+        if route == "pointwise":
+            np.matmul(w2.T, d, out=dx.reshape(N, C, P))
+            dw = np.matmul(d, xc.reshape(N, C, P).transpose(0, 2, 1)).sum(axis=0)
+            return dx, dw.reshape(w.shape), d.sum(axis=(0, 2))
+        dwb = np.zeros((F, K + 1), dtype=dtype)  # [dw2 | db]
+        H, W = x.shape[2:]
+        for n0, n1, cols, d_chunk in _Chunks(xc, K, F, P, HH, WW, stride, pad, dtype):
+            d_chunk.reshape(F, n1 - n0, P)[...] = d[n0:n1].transpose(1, 0, 2)
+            dwb += d_chunk @ cols.T
+            np.matmul(w2.T, d_chunk, out=cols[:K])  # dcols, over the columns just used
+            kconv.col2im(cols[:K], (n1 - n0, C, H, W), HH, WW, stride, pad, out=dx[n0:n1], threads=1)
     return dx, np.ascontiguousarray(dwb[:, :K]).reshape(w.shape), dwb[:, K].copy()
 
 
 # -- max pooling ----------------------------------------------------------------
-_INDEX_DTYPES = (np.dtype(np.uint8), np.dtype(np.uint16), np.dtype(np.uint32))
-
-
-def _index_dtype(window: int) -> np.dtype:
-    """The narrowest unsigned type the kernels take that holds offsets 0 .. window-1."""
-    for dtype in _INDEX_DTYPES:
-        if window - 1 <= np.iinfo(dtype).max:
-            return dtype
-    raise CnnCheckError(f"pooling windows of {window} elements are too large (at most 2**32)")
-
-
 def max_pool_forward_fast(x, pool_param):
     """Max pooling without padding in one pass; records each window's argmax.
 
@@ -287,11 +440,7 @@ def max_pool_forward_fast(x, pool_param):
     """
     ph, pw, stride = pool_param_values(pool_param)
     x_arr = as_float_array(x, "x")
-    N, C, H_out, W_out = geometry.pool_output_shape(x_arr.shape, ph, pw, stride)
-    out = np.empty((N, C, H_out, W_out), dtype=x_arr.dtype)
-    argmax = np.empty(out.shape, dtype=_index_dtype(ph * pw))
-    xc = np.ascontiguousarray(x_arr)
-    im2col._kernel.max_pool_forward(xc, out, argmax, ph, pw, stride, im2col.kernel_threads(xc.size))
+    out, argmax = kpool.max_pool_forward(x_arr, ph, pw, stride)
     return out, (x, pool_param, _readonly(argmax))
 
 
@@ -323,29 +472,11 @@ def max_pool_backward_fast(dout, cache):
     x = as_float_array(x, "x")
     N, C, H_out, W_out = geometry.pool_output_shape(x.shape, ph, pw, stride)
     dout = check_dout(dout, (N, C, H_out, W_out), "pool")
-    if (not isinstance(argmax, np.ndarray) or argmax.shape != dout.shape
-            or argmax.dtype.kind not in "ui"):
-        got = f"{argmax.shape} {argmax.dtype}" if isinstance(argmax, np.ndarray) else type(argmax).__name__
-        raise CnnCheckError(
-            f"pool backward: the cache's argmax must be an integer array of shape {dout.shape}, got {got}; "
-            "pass the cache returned by max_pool_forward_fast"
-        )
-    window = ph * pw
-    index_dtype = _index_dtype(window)
-    # The kernel trusts every offset: one outside the window would write out of bounds.
-    info = np.iinfo(argmax.dtype)
-    if (info.max >= window and argmax.max() >= window) or (info.min < 0 and argmax.min() < 0):
-        raise CnnCheckError(
-            f"pool backward: the cache's argmax holds offsets outside [0, {window}); "
-            "pass the cache returned by max_pool_forward_fast"
-        )
-    if argmax.dtype not in _INDEX_DTYPES:
-        argmax = argmax.astype(index_dtype)
-    argmax = np.ascontiguousarray(argmax)
-    d = np.ascontiguousarray(dout, dtype=x.dtype)
-    dx = np.empty(x.shape, dtype=x.dtype)
-    im2col._kernel.max_pool_backward(d, argmax, dx, ph, pw, stride, im2col.kernel_threads(dx.size))
-    return dx
+    try:
+        return kpool.max_pool_backward(np.ascontiguousarray(dout, dtype=x.dtype), argmax, x.shape, ph, pw, stride)
+    except CnnCheckError as exc:  # the kernel checks the saved offsets: name the cache they came from
+        raise CnnCheckError(f"pool backward: the cache's {exc}; pass the cache returned by max_pool_forward_fast") \
+            from None
 
 
 # -- relu -----------------------------------------------------------------------
@@ -363,11 +494,7 @@ def relu_forward_fast(x):
         every negative give ``+0.0``.
     cache : x, as given
     """
-    x_arr = as_float_array(x, "x")
-    xc = np.ascontiguousarray(x_arr)
-    out = np.empty(x_arr.shape, dtype=x_arr.dtype)
-    im2col._kernel.relu_forward(xc.reshape(-1), out.reshape(-1), _RELU_KERNEL_THREADS)
-    return out, x
+    return krelu.relu_forward(as_float_array(x, "x")), x
 
 
 def relu_backward_fast(dout, cache):
@@ -394,8 +521,4 @@ def relu_backward_fast(dout, cache):
     x = as_float_array(cache, "x")
     dout = check_dout(dout, x.shape, "relu")
     dtype = common_dtype(x, dout)
-    xc = np.ascontiguousarray(x, dtype=dtype)
-    d = np.ascontiguousarray(dout, dtype=dtype)
-    dx = np.empty(x.shape, dtype=dtype)
-    im2col._kernel.relu_backward(d.reshape(-1), xc.reshape(-1), dx.reshape(-1), _RELU_KERNEL_THREADS)
-    return dx
+    return krelu.relu_backward(np.asarray(dout, dtype=dtype), np.asarray(x, dtype=dtype))

@@ -1,13 +1,20 @@
 """Hypothesis properties of the layers: fast == naive, adjoint im2col, shapes, gradients.
 
+The fast convolution is drawn on each of its routes (the direct kernel and
+unfolding plus products) by moving ``fast.DIRECT_MAX_WINDOW`` for the call.
+
 Geometry is drawn output-first (H_out, stride, pad, kernel, then the number
 of trailing rows no window reaches) and H is derived from it, so every drawn
-case is valid.  Bounds as in tests/unit/test_fast_layers.py: float64
-``rel_error < 1e-9``, float32 ``max|fast - naive| <= 1e-5 * max|naive|``,
-pooling exact, relu bit for bit.
+case is valid.  Bounds: float64 ``rel_error < 1e-9``; float32
+``max|fast - naive| <= 1e-5 * max(max|naive|, terms)``, with ``terms`` the
+size of the products summed into a value (a value that cancels to near zero
+carries their rounding, in whatever order they are summed); pooling exact,
+relu bit for bit.
 """
 
 from __future__ import annotations
+
+import contextlib
 
 import numpy as np
 import pytest
@@ -16,8 +23,10 @@ hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from cnncheck import _im2col_numpy, im2col  # noqa: E402
+from cnncheck import im2col  # noqa: E402
 from cnncheck.gradient_check import eval_numerical_gradient_array, rel_error  # noqa: E402
+from cnncheck.kernels import _conv_numpy, _pool_numpy  # noqa: E402
+from cnncheck.layers import fast  # noqa: E402
 from cnncheck.layers import (  # noqa: E402
     conv_backward_fast,
     conv_backward_naive,
@@ -36,9 +45,9 @@ from cnncheck.layers import (  # noqa: E402
 pytestmark = pytest.mark.slow
 
 try:
-    from cnncheck import _im2col_cy
+    from cnncheck.kernels import _conv_cy, _pool_cy
 except ImportError:
-    _im2col_cy = None
+    _conv_cy = _pool_cy = None
 
 
 def _size(draw, n_out, kernel, stride, pad):
@@ -83,6 +92,18 @@ def pool_geometry(draw):
 
 
 dtypes = st.sampled_from([np.float64, np.float32])
+routes = st.sampled_from(["direct", "unfold"])
+
+
+@contextlib.contextmanager
+def conv_route(route):
+    """Send every fast convolution inside the block through ``route``."""
+    saved = fast.DIRECT_MAX_WINDOW
+    fast.DIRECT_MAX_WINDOW = 10**9 if route == "direct" else 0
+    try:
+        yield
+    finally:
+        fast.DIRECT_MAX_WINDOW = saved
 layouts = st.sampled_from(["C", "strided", "fortran"])
 
 
@@ -96,19 +117,36 @@ def _layout(a, layout):
     return a
 
 
-def assert_matches(fast_value, naive_value):
+def assert_matches(fast_value, naive_value, terms=0.0):
+    """float64: rel_error < 1e-9; float32: max|fast - naive| <= 1e-5 * max(max|naive|, terms).
+
+    ``terms`` is the size of the products summed into each value: a value
+    that cancels to near zero carries the rounding of its terms, whichever
+    order sums them.
+    """
     assert fast_value.dtype == naive_value.dtype
     assert fast_value.shape == naive_value.shape
     if naive_value.dtype == np.float64:
         assert rel_error(fast_value, naive_value) < 1e-9
     else:
-        scale = max(float(np.max(np.abs(naive_value), initial=0.0)), 1e-30)
+        scale = max(float(np.max(np.abs(naive_value), initial=0.0)), terms, 1e-30)
         assert float(np.max(np.abs(fast_value.astype(np.float64) - naive_value), initial=0.0)) <= 1e-5 * scale
 
 
+def conv_terms(x, w, b, dout) -> tuple:
+    """Sizes of the terms summed into out, dx, dw and db of a convolution."""
+    sx, sw, sb, sd = (float(np.max(np.abs(a), initial=0.0)) for a in (x, w, b, dout))
+    return sx * sw + sb, sd * sw, sd * sx, sd
+
+
 @settings(max_examples=80)
-@given(geometry=conv_geometry(), dtype=dtypes, layout=layouts, seed=st.integers(0, 2**32 - 1))
-def test_conv_fast_equals_naive(geometry, dtype, layout, seed):
+@given(geometry=conv_geometry(), dtype=dtypes, layout=layouts, route=routes, seed=st.integers(0, 2**32 - 1))
+def test_conv_fast_equals_naive(geometry, dtype, layout, route, seed):
+    with conv_route(route):
+        _check_conv_fast_equals_naive(geometry, dtype, layout, seed)
+
+
+def _check_conv_fast_equals_naive(geometry, dtype, layout, seed):
     x_shape, w_shape, stride, pad = geometry
     rng = np.random.default_rng(seed)
     x = rng.standard_normal(x_shape).astype(dtype)
@@ -120,11 +158,12 @@ def test_conv_fast_equals_naive(geometry, dtype, layout, seed):
     H, W = x_shape[2:]
     HH, WW = w_shape[2:]
     assert out_f.shape == (x_shape[0], w_shape[0], 1 + (H + 2 * pad - HH) // stride, 1 + (W + 2 * pad - WW) // stride)
-    assert_matches(out_f, out_n)
     dout = rng.standard_normal(out_n.shape).astype(dtype)
+    terms = conv_terms(x, w, b, dout)
+    assert_matches(out_f, out_n, terms[0])
     grads_f = conv_backward_fast(_layout(dout, layout), cache_f)
-    for g_f, g_n in zip(grads_f, conv_backward_naive(dout, cache_n)):
-        assert_matches(g_f, g_n)
+    for g_f, g_n, t in zip(grads_f, conv_backward_naive(dout, cache_n), terms[1:]):
+        assert_matches(g_f, g_n, t)
 
 
 @settings(max_examples=80)
@@ -147,7 +186,7 @@ def test_pool_fast_equals_naive_exactly(geometry, dtype, layout, ties, seed):
     np.testing.assert_array_equal(dx_f, max_pool_backward_naive(dout, cache_n))
 
 
-backends = st.sampled_from(["numpy", "cython"] if _im2col_cy is not None else ["numpy"])
+backends = st.sampled_from(["numpy", "cython"] if _conv_cy is not None else ["numpy"])
 
 
 @settings(max_examples=80)
@@ -162,7 +201,7 @@ def test_im2col_col2im_adjoint(geometry, backend, seed):
     assert abs(lhs - rhs) <= 1e-12 * max(1.0, np.abs(x).sum() * np.abs(y).max())
 
 
-@pytest.mark.skipif(_im2col_cy is None, reason="compiled extension cnncheck._im2col_cy not built")
+@pytest.mark.skipif(_conv_cy is None, reason="compiled extension cnncheck.kernels._conv_cy not built")
 @settings(max_examples=60)
 @given(geometry=conv_geometry(), dtype=dtypes, seed=st.integers(0, 2**32 - 1))
 def test_compiled_and_numpy_kernels_agree_exactly(geometry, dtype, seed):
@@ -171,19 +210,24 @@ def test_compiled_and_numpy_kernels_agree_exactly(geometry, dtype, seed):
     x = rng.standard_normal(x_shape).astype(dtype)
     shape = im2col.cols_shape(x_shape, HH, WW, stride, pad)
     cols_c, cols_n = np.empty(shape, dtype), np.empty(shape, dtype)
-    _im2col_cy.im2col(x, cols_c, HH, WW, stride, pad)
-    _im2col_numpy.im2col(x, cols_n, HH, WW, stride, pad)
+    _conv_cy.im2col(x, cols_c, HH, WW, stride, pad)
+    _conv_numpy.im2col(x, cols_n, HH, WW, stride, pad)
     np.testing.assert_array_equal(cols_c, cols_n)
     y = rng.standard_normal(shape).astype(dtype)
     dx_c, dx_n = np.empty(x_shape, dtype), np.empty(x_shape, dtype)
-    _im2col_cy.col2im(y, dx_c, HH, WW, stride, pad)
-    _im2col_numpy.col2im(y, dx_n, HH, WW, stride, pad)
+    _conv_cy.col2im(y, dx_c, HH, WW, stride, pad)
+    _conv_numpy.col2im(y, dx_n, HH, WW, stride, pad)
     np.testing.assert_array_equal(dx_c, dx_n)
 
 
 @settings(max_examples=25)
-@given(geometry=conv_geometry(), seed=st.integers(0, 2**32 - 1))
-def test_fast_conv_gradients_match_numerical(geometry, seed):
+@given(geometry=conv_geometry(), route=routes, seed=st.integers(0, 2**32 - 1))
+def test_fast_conv_gradients_match_numerical(geometry, route, seed):
+    with conv_route(route):
+        _check_fast_conv_gradients_match_numerical(geometry, seed)
+
+
+def _check_fast_conv_gradients_match_numerical(geometry, seed):
     x_shape, w_shape, stride, pad = geometry
     rng = np.random.default_rng(seed)
     x = rng.standard_normal(x_shape)
@@ -218,7 +262,7 @@ def test_fast_pool_gradient_matches_numerical_without_ties(geometry, seed):
     assert rel_error(max_pool_backward_fast(dout, cache), numeric) < 1e-7
 
 
-@pytest.mark.skipif(_im2col_cy is None, reason="compiled extension cnncheck._im2col_cy not built")
+@pytest.mark.skipif(_pool_cy is None, reason="compiled extension cnncheck.kernels._pool_cy not built")
 @settings(max_examples=60)
 @given(geometry=pool_geometry(), dtype=dtypes, values=st.sampled_from(["normal", "ties", "nan"]),
        threads=st.integers(1, 3), seed=st.integers(0, 2**32 - 1))
@@ -233,7 +277,7 @@ def test_compiled_and_numpy_pool_kernels_agree_exactly(geometry, dtype, values, 
     H_out, W_out = 1 + (x_shape[2] - ph) // stride, 1 + (x_shape[3] - pw) // stride
     out_shape = x_shape[:2] + (H_out, W_out)
     results = []
-    for kernel, nt in ((_im2col_cy, threads), (_im2col_numpy, 1)):
+    for kernel, nt in ((_pool_cy, threads), (_pool_numpy, 1)):
         out = np.empty(out_shape, dtype)
         argmax = np.empty(out_shape, np.uint8)
         kernel.max_pool_forward(x, out, argmax, ph, pw, stride, nt)

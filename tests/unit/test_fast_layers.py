@@ -11,8 +11,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cnncheck import _im2col_numpy, im2col
+from cnncheck import kernels
 from cnncheck.errors import CnnCheckError
+from cnncheck.kernels import _conv_numpy, _pool_numpy, _relu_numpy
+from cnncheck.kernels import conv as kconv
+from cnncheck.kernels import pool as kpool
 from cnncheck.gradient_check import rel_error
 from cnncheck.layers import fast, naive
 from cnncheck.layers.fast import (
@@ -29,11 +32,11 @@ from cnncheck.layers.naive import (
 )
 
 try:
-    from cnncheck import _im2col_cy
+    from cnncheck.kernels import _relu_cy
 except ImportError:
-    _im2col_cy = None
+    _relu_cy = None
 
-needs_cython = pytest.mark.skipif(_im2col_cy is None, reason="compiled extension cnncheck._im2col_cy not built")
+needs_cython = pytest.mark.skipif(_relu_cy is None, reason="compiled extensions cnncheck.kernels._*_cy not built")
 
 
 def assert_matches(fast_value, naive_value):
@@ -154,21 +157,51 @@ def test_conv_cache_contents(rng):
 
 
 @needs_cython
-def test_conv_numpy_fallback_gives_the_same_results(rng, monkeypatch):
+@pytest.mark.parametrize("route", ["direct", "unfold"])
+def test_conv_numpy_fallback_gives_the_same_results(rng, monkeypatch, route):
     x, w, b, conv_param = conv_inputs(rng, CONV_CASES[3])
+    if route == "unfold":
+        monkeypatch.setattr(fast, "DIRECT_MAX_WINDOW", 0)
     out_c, cache_c = conv_forward_fast(x, w, b, conv_param)
     dout = rng.standard_normal(out_c.shape)
     grads_c = conv_backward_fast(dout, cache_c)
-    monkeypatch.setattr(im2col, "_kernel", _im2col_numpy)
+    monkeypatch.setitem(kernels._MODULES, "conv", _conv_numpy)
     out_n, cache_n = conv_forward_fast(x, w, b, conv_param)
     grads_n = conv_backward_fast(dout, cache_n)
-    np.testing.assert_array_equal(out_c, out_n)
+    # Unfolding is exact in both; the direct kernels sum in another order than numpy's products.
+    check = np.testing.assert_array_equal if route == "unfold" else assert_matches
+    check(out_c, out_n)
     for g_c, g_n in zip(grads_c, grads_n):
-        np.testing.assert_array_equal(g_c, g_n)
+        check(g_c, g_n)
+
+
+def test_conv_routes_follow_the_window_size():
+    assert fast._route(25, 3, 3, 3, 2, 1) == "direct"  # the course notebook's 3x3x3 window, 25 filters
+    assert fast._route(64, 64, 3, 3, 1, 1) == "unfold"  # the large benchmark case
+    assert fast._route(25, 16, 3, 3, 1, 1) == "direct"  # K = 144 with few filters
+    assert fast._route(64, 16, 3, 3, 1, 1) == "unfold"  # ... but not with many
+    assert fast._route(64, 4, 3, 3, 1, 1) == "direct"
+    assert fast._route(8, 17, 3, 3, 1, 1) == "unfold"  # K = 153
+    assert fast._route(64, 64, 1, 1, 1, 0) == "pointwise"
+    assert fast._route(1, 1, 1, 1, 2, 0) == "direct"  # 1x1 with stride: not pointwise
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("limit", [0, 10**6])
+def test_conv_both_routes_match_naive(rng, monkeypatch, dtype, limit):
+    monkeypatch.setattr(fast, "DIRECT_MAX_WINDOW", limit)  # 0: everything unfolds; 10**6: everything direct
+    for case in CONV_CASES:
+        x, w, b, conv_param = conv_inputs(rng, case, dtype)
+        out_n, cache_n = conv_forward_naive(x, w, b, conv_param)
+        out_f, cache_f = conv_forward_fast(x, w, b, conv_param)
+        assert_matches(out_f, out_n)
+        dout = rng.standard_normal(out_n.shape).astype(dtype)
+        for g_f, g_n in zip(conv_backward_fast(dout, cache_f), conv_backward_naive(dout, cache_n)):
+            assert_matches(g_f, g_n)
 
 
 def test_backend_constant():
-    assert fast.BACKEND == im2col.BACKEND
+    assert fast.BACKEND == kernels.BACKEND
     assert fast.BACKEND in ("cython", "numpy")
 
 
@@ -207,6 +240,20 @@ def test_pool_fast_matches_naive_exactly(rng, case, dtype, values):
     dx_f = max_pool_backward_fast(dout, cache_f)
     assert dx_f.dtype == dtype
     np.testing.assert_array_equal(dx_f, max_pool_backward_naive(dout, cache_n))
+
+
+def test_pool_numpy_fallback_gives_the_same_results(rng, monkeypatch):
+    shape, (ph, pw, stride) = POOL_CASES[3]
+    x = rng.integers(0, 3, shape).astype(np.float64)  # ties
+    param = pool_param(ph, pw, stride)
+    out, cache = max_pool_forward_fast(x, param)
+    dout = rng.standard_normal(out.shape)
+    dx = max_pool_backward_fast(dout, cache)
+    monkeypatch.setitem(kernels._MODULES, "pool", _pool_numpy)
+    out_n, cache_n = max_pool_forward_fast(x, param)
+    np.testing.assert_array_equal(out_n, out)
+    np.testing.assert_array_equal(cache_n[2], cache[2])
+    np.testing.assert_array_equal(max_pool_backward_fast(dout, cache_n), dx)
 
 
 def test_pool_all_equal_window_sends_everything_to_the_first_element():
@@ -400,26 +447,39 @@ def _pool_run(x, param, dout):
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_conv_chunking_does_not_change_results(rng, monkeypatch, dtype):
+@pytest.mark.parametrize("helper", ["none", "overlap"])
+def test_conv_chunking_does_not_change_results(rng, monkeypatch, dtype, helper):
+    monkeypatch.setattr(fast, "DIRECT_MAX_WINDOW", 0)
     x, w, b, conv_param = conv_inputs(rng, ((5, 3, 9, 8), (4, 3, 3), 2, 1), dtype)
     dout = rng.standard_normal((5, 4, 5, 4)).astype(dtype)
+    monkeypatch.setattr(fast, "_overlaps", lambda: False)
     whole = _conv_run(x, w, b, conv_param, dout)
-    monkeypatch.setattr(fast, "_CHUNK_BYTES", 1)  # one image per chunk
+    monkeypatch.setattr(fast, "_CHUNK_BYTES", 5120)  # float64: 1 image per chunk, float32: 2
+    monkeypatch.setattr(fast, "_overlaps", lambda: helper == "overlap")  # the next chunk on a helper thread
+    # Chunks change how the products group the columns, not the sums of dx; dw and db sum chunk by chunk.
     for got, want in zip(_conv_run(x, w, b, conv_param, dout), whole):
+        assert_matches(got, want)
+    once = _conv_run(x, w, b, conv_param, dout)
+    for got, want in zip(_conv_run(x, w, b, conv_param, dout), once):
         np.testing.assert_array_equal(got, want)
 
 
+
 @needs_cython
-def test_parallel_kernels_give_the_serial_results(rng, monkeypatch):
-    x, w, b, conv_param = conv_inputs(rng, ((3, 4, 11, 10), (5, 3, 2), 1, 1))
-    dout = rng.standard_normal((3, 5, 11, 11))
+@pytest.mark.parametrize("direct_limit", [0, 10**6])
+def test_parallel_kernels_give_the_serial_results(rng, monkeypatch, direct_limit):
+    monkeypatch.setattr(fast, "DIRECT_MAX_WINDOW", direct_limit)
+    x, w, b, conv_param = conv_inputs(rng, ((9, 4, 11, 10), (5, 3, 2), 1, 1))
+    dout = rng.standard_normal((9, 5, 11, 11))
     px = rng.integers(0, 3, (3, 4, 10, 9)).astype(np.float64)  # ties
     param = pool_param(3, 2, 2)
     pdout = rng.standard_normal((3, 4, 4, 4))
+    monkeypatch.setattr(kernels, "max_threads", lambda: 1)
     serial = _conv_run(x, w, b, conv_param, dout) + _pool_run(px, param, pdout)
-    monkeypatch.setattr(fast, "_CONV_KERNEL_THREADS", 3)
-    monkeypatch.setattr(im2col, "NUM_THREADS", 3)
-    monkeypatch.setattr(im2col, "_PARALLEL_MIN_ELEMENTS", 1)
+    monkeypatch.setattr(kernels, "max_threads", lambda: 3)
+    monkeypatch.setattr(kconv, "UNFOLD_ELEMENTS_PER_THREAD", 1)
+    monkeypatch.setattr(kconv, "DIRECT_MACS_PER_THREAD", 1)
+    monkeypatch.setattr(kpool, "ELEMENTS_PER_THREAD", 1)
     parallel = _conv_run(x, w, b, conv_param, dout) + _pool_run(px, param, pdout)
     for got, want in zip(parallel, serial):
         np.testing.assert_array_equal(got, want)
@@ -539,9 +599,9 @@ def test_relu_compiled_and_numpy_kernels_agree_exactly(rng, dtype):
         kernel.relu_backward(dout, x, dx, threads)
         return out, dx
 
-    expected = run(_im2col_numpy, 1)
+    expected = run(_relu_numpy, 1)
     for threads in (1, 2):
-        for got, want in zip(run(_im2col_cy, threads), expected):
+        for got, want in zip(run(_relu_cy, threads), expected):
             assert_identical(got, want)
 
 
@@ -549,7 +609,7 @@ def test_relu_numpy_fallback_gives_the_same_results(rng, monkeypatch):
     x, dout = _relu_special_values(rng, (2, 3, 4, 5), np.float64)
     out = fast.relu_forward_fast(x)[0]
     dx = fast.relu_backward_fast(dout, x)
-    monkeypatch.setattr(im2col, "_kernel", _im2col_numpy)
+    monkeypatch.setitem(kernels._MODULES, "relu", _relu_numpy)
     assert_identical(fast.relu_forward_fast(x)[0], out)
     assert_identical(fast.relu_backward_fast(dout, x), dx)
 

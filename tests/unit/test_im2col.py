@@ -1,4 +1,5 @@
-"""cnncheck.im2col: layout, adjointness, both kernels, validation, backend choice."""
+"""im2col and col2im (cnncheck.kernels.conv, also cnncheck.im2col): layout, adjointness, both kernels,
+validation, backend choice."""
 
 from __future__ import annotations
 
@@ -9,15 +10,16 @@ import sys
 import numpy as np
 import pytest
 
-from cnncheck import _im2col_numpy, im2col
+from cnncheck import im2col, kernels
 from cnncheck.errors import CnnCheckError
+from cnncheck.kernels import _conv_numpy, conv
 
 try:
-    from cnncheck import _im2col_cy
+    from cnncheck.kernels import _conv_cy
 except ImportError:
-    _im2col_cy = None
+    _conv_cy = None
 
-needs_cython = pytest.mark.skipif(_im2col_cy is None, reason="compiled extension cnncheck._im2col_cy not built")
+needs_cython = pytest.mark.skipif(_conv_cy is None, reason="compiled extension cnncheck.kernels._conv_cy not built")
 BACKENDS = ["numpy", pytest.param("cython", marks=needs_cython)]
 GEOMETRIES = [
     # (N, C, H, W, HH, WW, stride, pad)
@@ -111,10 +113,17 @@ def test_cython_and_numpy_kernels_agree_exactly(rng, geometry, dtype):
 
 
 def test_kernels_have_the_same_signature():
-    for name in ("im2col", "col2im"):
-        assert callable(getattr(_im2col_numpy, name))
-        if _im2col_cy is not None:
-            assert callable(getattr(_im2col_cy, name))
+    for name in ("im2col", "col2im", "direct_forward", "direct_backward"):
+        assert callable(getattr(_conv_numpy, name))
+        if _conv_cy is not None:
+            assert callable(getattr(_conv_cy, name))
+    for name in ("FILTER_BLOCK", "WINDOW_BLOCK", "INSTRUCTIONS"):
+        assert hasattr(_conv_numpy, name) and (_conv_cy is None or hasattr(_conv_cy, name))
+
+
+def test_the_short_module_name_is_the_kernels_module():
+    assert im2col.im2col is conv.im2col and im2col.col2im is conv.col2im and im2col.cols_shape is conv.cols_shape
+    assert im2col.BACKEND == kernels.BACKEND == conv.BACKEND
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -148,6 +157,21 @@ def test_out_buffers_are_filled_completely(rng, backend):
     np.testing.assert_array_equal(dx, im2col.col2im(out, x.shape, 3, 3, 2, 1, backend=backend))
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_out_may_be_a_slice_of_the_columns_of_a_larger_matrix(rng, backend):
+    x = rng.standard_normal((4, 2, 6, 5))
+    cols = reference_cols(x, 3, 2, 1, 1)
+    half = cols.shape[1] // 2
+    big = np.full((cols.shape[0], cols.shape[1] + 7), np.nan)
+    assert im2col.im2col(x[:2], 3, 2, 1, 1, out=big[:, :half], backend=backend).base is not None
+    im2col.im2col(x[2:], 3, 2, 1, 1, out=big[:, half:2 * half], backend=backend)
+    np.testing.assert_array_equal(big[:, :2 * half], cols)
+    assert np.isnan(big[:, 2 * half:]).all()
+    np.testing.assert_array_equal(im2col.col2im(big[:, half:2 * half], (2, 2, 6, 5), 3, 2, 1, 1, backend=backend),
+                                  im2col.col2im(np.ascontiguousarray(cols[:, half:]), (2, 2, 6, 5), 3, 2, 1, 1,
+                                                backend=backend))
+
+
 def _overlapping_col2im(x_shape):
     buffer = np.zeros(27 * 50 + 100)
     cols = buffer[:27 * 50].reshape(27, 50)
@@ -168,13 +192,16 @@ def _overlapping_col2im(x_shape):
         (lambda x: im2col.im2col(x, 2.5, 3, 1, 1), "HH must be an integer"),
         (lambda x: im2col.im2col(x, 3, 3, 1, 1, out=np.empty((3, 3))), "out must have shape"),
         (lambda x: im2col.im2col(x, 3, 3, 1, 1, out=np.empty((27, 50), dtype=np.float32)), "dtype float64"),
-        (lambda x: im2col.im2col(x, 3, 3, 1, 1, out=np.empty((50, 27)).T), "C-contiguous"),
-        (lambda x: im2col.im2col(x, 3, 3, 1, 1, backend="fortran"), "unknown im2col backend"),
+        (lambda x: im2col.im2col(x, 3, 3, 1, 1, out=np.empty((50, 27)).T), "C-contiguous rows"),
+        (lambda x: im2col.im2col(x, 3, 3, 1, 1, out=np.empty((27, 100))[:, ::2]), "C-contiguous rows"),
+        (lambda x: im2col.im2col(x, 3, 3, 1, 1, backend="fortran"), "unknown kernel backend"),
         (lambda x: _overlapping_col2im(x.shape), "must not share memory"),
         (lambda x: im2col.col2im(np.ones((27, 49)), x.shape, 3, 3, 1, 1), "cols has shape"),
         (lambda x: im2col.col2im(np.ones((27, 50)), (2, 3, 5), 3, 3, 1, 1), "N, C, H, W"),
         (lambda x: im2col.col2im(np.ones((27, 50)), 5, 3, 3, 1, 1), "sequence of integers"),
         (lambda x: im2col.col2im(np.ones((27, 50), dtype=np.float16), x.shape, 3, 3, 1, 1), "float32 or float64"),
+        (lambda x: im2col.im2col(x, 3, 3, 1, 1, threads=0), "threads must be a positive integer"),
+        (lambda x: im2col.col2im(np.ones((27, 50)), x.shape, 3, 3, 1, 1, threads=1.5), "positive integer"),
     ],
 )
 def test_bad_arguments_raise_value_error(call, message):
@@ -186,19 +213,20 @@ def test_bad_arguments_raise_value_error(call, message):
 
 def test_backend_constant_reflects_the_kernel():
     assert im2col.BACKEND in ("cython", "numpy")
-    if os.environ.get("CNNCHECK_PURE_PYTHON") == "1" or _im2col_cy is None:
+    if os.environ.get("CNNCHECK_PURE_PYTHON") == "1" or _conv_cy is None:
         assert im2col.BACKEND == "numpy"
-        assert im2col._kernel is _im2col_numpy
+        assert kernels.module("conv") is _conv_numpy
     else:
         assert im2col.BACKEND == "cython"
-        assert im2col._kernel is _im2col_cy
+        assert kernels.module("conv").__name__.startswith("cnncheck.kernels._conv_")
+        assert kernels.module("conv").__name__.endswith("_cy")
 
 
 def _backend_in_subprocess(env_update, block_extension=False):
     code = "import warnings; warnings.simplefilter('always')\n"
     if block_extension:
         # Make the compiled module unimportable, as on a machine without a compiler.
-        code += "import sys; sys.modules['cnncheck._im2col_cy'] = None\n"
+        code += "import sys; sys.modules['cnncheck.kernels._pool_cy'] = None\n"
     code += "import cnncheck.im2col as m, cnncheck.layers.fast as f; print(m.BACKEND, f.BACKEND)\n"
     env = dict(os.environ)
     env.pop("CNNCHECK_PURE_PYTHON", None)
@@ -228,34 +256,7 @@ def test_extension_is_used_by_default():
 
 
 def test_forcing_cython_without_extension_is_a_clear_error(monkeypatch):
-    monkeypatch.setitem(sys.modules, "cnncheck._im2col_cy", None)
+    monkeypatch.setattr(kernels, "BACKEND", "numpy")
+    monkeypatch.setitem(sys.modules, "cnncheck.kernels._conv_cy", None)
     with pytest.raises(CnnCheckError, match="not built"):
         im2col.im2col(np.zeros((1, 1, 3, 3)), 2, 2, 1, 0, backend="cython")
-
-
-
-@needs_cython
-@pytest.mark.parametrize("geometry", GEOMETRIES)
-@pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_per_image_kernels_agree_and_keep_extra_rows(rng, geometry, dtype):
-    N, C, H, W, HH, WW, stride, pad = geometry
-    x = rng.standard_normal((N, C, H, W)).astype(dtype)
-    K, NP = im2col.cols_shape(x.shape, HH, WW, stride, pad)
-    P = NP // N
-    results = []
-    for kernel in (_im2col_cy, _im2col_numpy):
-        cols3 = np.full((N, K + 1, P), 7.0, dtype=dtype)  # the row past K belongs to the caller
-        kernel.im2col_images(x, cols3, HH, WW, stride, pad, 2)
-        np.testing.assert_array_equal(cols3[:, K], 7.0)
-        # Block n is image n's im2col matrix.
-        np.testing.assert_array_equal(cols3[:, :K].transpose(1, 0, 2).reshape(K, NP),
-                                      reference_cols(x, HH, WW, stride, pad))
-        y3 = rng.standard_normal((N, K + 1, P)).astype(dtype)
-        dx = np.full(x.shape, np.nan, dtype=dtype)
-        kernel.col2im_images(y3, dx, HH, WW, stride, pad, 2)
-        # Same sums as col2im on the (K, N*P) layout.
-        expected = im2col.col2im(np.ascontiguousarray(y3[:, :K].transpose(1, 0, 2)).reshape(K, NP),
-                                 x.shape, HH, WW, stride, pad, backend="numpy")
-        np.testing.assert_array_equal(dx, expected)
-        results.append(cols3)
-    np.testing.assert_array_equal(results[0], results[1])

@@ -1,4 +1,4 @@
-"""Machine facts, the thread limit and the cached GEMM peak."""
+"""Machine facts, the thread limit, the environment of child processes and the cached GEMM peak."""
 
 from __future__ import annotations
 
@@ -93,11 +93,61 @@ def test_gemm_peak_refuses_other_dtypes():
 
 
 def test_backend_agrees_with_the_kernels():
-    import importlib.util
+    from cnncheck import kernels
+    from cnncheck.layers import fast
 
-    if importlib.util.find_spec("cnncheck.im2col") is not None:
-        from cnncheck import im2col
-        assert machine.kernel_backend() == im2col.BACKEND
-    else:
-        from cnncheck.layers import fast
-        assert machine.kernel_backend() == fast.BACKEND
+    assert machine.kernel_backend() == kernels.BACKEND == fast.BACKEND
+
+
+def test_openmp_threads_are_the_kernels_limit_now(monkeypatch):
+    from cnncheck import kernels
+
+    monkeypatch.setattr(kernels, "idle_cpus", kernels.usable_cpus)  # no cap from other processes' load
+    if kernels.BACKEND != "cython":
+        assert machine.openmp_threads() is None
+        return
+    assert machine.openmp_threads() == kernels.max_threads()
+    with machine.limit_threads(1):
+        assert machine.openmp_threads() == 1
+        assert machine.machine_facts()["openmp_threads"] == 1
+
+
+@pytest.mark.parametrize(("jobs", "cores", "threads"), [(1, 2, "2"), (2, 2, "1"), (3, 2, "1"), (4, 16, "4"),
+                                                        (3, 16, "5"), (1, 1, "1")])
+def test_child_thread_env_shares_the_cores(jobs, cores, threads):
+    env = machine.child_thread_env(jobs, cores=cores)
+    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        assert env[name] == threads
+    assert set(env) == set(machine.THREAD_VARIABLES) | set(machine.WAIT_POLICY)
+    assert all(isinstance(k, str) and isinstance(v, str) for k, v in env.items())
+    assert env["OMP_WAIT_POLICY"] == machine.WAIT_POLICY["OMP_WAIT_POLICY"]
+
+
+def test_child_thread_env_defaults_to_this_process_cores():
+    cores = machine.core_count() or 1
+    assert machine.child_thread_env(1)["OMP_NUM_THREADS"] == str(cores)
+    assert machine.child_thread_env(cores + 1)["OPENBLAS_NUM_THREADS"] == "1"
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, "2", True, None])
+def test_child_thread_env_refuses_bad_counts(bad):
+    with pytest.raises(ValueError, match="jobs must be an integer >= 1"):
+        machine.child_thread_env(bad)
+    with pytest.raises(ValueError, match="cores must be an integer >= 1"):
+        machine.child_thread_env(1, cores=bad if bad is not None else 0)
+
+
+def test_child_thread_env_takes_effect_in_a_child():
+    import json
+    import os
+    import subprocess
+    import sys
+
+    code = ("import json, threadpoolctl; from cnncheck import kernels; "
+            "print(json.dumps([kernels.max_threads(), "
+            "[p['num_threads'] for p in threadpoolctl.threadpool_info() if p['user_api'] == 'blas']]))")
+    env = {**os.environ, **machine.child_thread_env(2, cores=2)}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    kernel_threads, blas_threads = json.loads(done.stdout)
+    assert kernel_threads == 1
+    assert all(t == 1 for t in blas_threads)
