@@ -72,15 +72,16 @@ def blas_info() -> dict | None:
 
 
 def openmp_threads() -> int | None:
-    """Most threads cnncheck's compiled kernels would use if called now, or None for the numpy fallback.
+    """Most threads cnncheck's compiled kernels may use now, or None for the numpy fallback.
 
     The OpenMP limit in force for the calling thread (``OMP_NUM_THREADS``,
     threadpoolctl, ``--threads``), capped at the usable CPUs: see
-    :func:`cnncheck.kernels.max_threads`.  Kernels with little work use fewer.
+    :func:`cnncheck.kernels.thread_limit`.  Kernels with little work, and
+    every kernel while other processes keep the CPUs busy, use fewer.
     """
     from cnncheck import kernels
 
-    return kernels.max_threads() if kernels.BACKEND == "cython" else None
+    return kernels.thread_limit() if kernels.BACKEND == "cython" else None
 
 
 def kernel_backend() -> str:

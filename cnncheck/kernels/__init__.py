@@ -182,6 +182,16 @@ def idle_cpus() -> int:
 idle_cpus()  # the first reading: the next call, a window later, compares with it
 
 
+def thread_limit() -> int:
+    """The OpenMP limit in force for the calling thread, capped at the CPUs the process may use (1: numpy).
+
+    :func:`max_threads` is this, capped further on a busy machine.
+    """
+    if _openmp_threads is None:
+        return 1
+    return max(1, min(_openmp_threads(), _CPUS))
+
+
 def max_threads() -> int:
     """Threads a compiled kernel called now may use: the OpenMP limit in force, capped at the idle CPUs.
 

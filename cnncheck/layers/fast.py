@@ -49,6 +49,7 @@ picked, and every kernel takes its thread count at call time.
 from __future__ import annotations
 
 import contextlib
+import functools
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -143,27 +144,83 @@ def _route(F: int, C: int, HH: int, WW: int, stride: int, pad: int) -> str:
     return "unfold"
 
 
-_helper = None  # the thread that unfolds the next chunk, started on first use
-_helper_lock = threading.Lock()
+# -- threads of the unfolding route ----------------------------------------------------
+_helpers = None  # threads that share the caller's tasks, started on first use
+_helpers_lock = threading.Lock()
 
 
-def _helper_thread() -> ThreadPoolExecutor:
-    global _helper
-    with _helper_lock:
-        if _helper is None:
-            _helper = ThreadPoolExecutor(1, thread_name_prefix="cnncheck-unfold")
-    return _helper
+def _helper_pool() -> ThreadPoolExecutor:
+    global _helpers
+    with _helpers_lock:
+        if _helpers is None:
+            _helpers = ThreadPoolExecutor(max(1, kernels.usable_cpus() - 1), thread_name_prefix="cnncheck-conv")
+    return _helpers
 
 
-def _overlaps() -> bool:
-    """True when a core is free beside BLAS's threads, to unfold the next chunk on."""
-    blas = _blas_threads()
-    return blas is not None and kernels.max_threads() > blas
+class _Tasks:
+    """A list of tasks that the caller and helper threads take one at a time, each task once.
+
+    The caller waits only for tasks a helper has taken and not finished: a
+    helper the operating system has not scheduled yet takes nothing, and
+    when it runs later it finds the list empty.  So on a busy machine the
+    caller does the work alone instead of waiting for a time slice, and on
+    a quiet one the work is shared.  The helpers wait for work on a queue,
+    without spinning.
+    """
+
+    def __init__(self, tasks: list):
+        self.tasks = tasks
+        self.next = 0
+        self.running = 0
+        self.error: BaseException | None = None
+        self.cond = threading.Condition()
+
+    def run(self) -> None:
+        cond = self.cond
+        while True:
+            with cond:
+                if self.next >= len(self.tasks) or self.error is not None:
+                    return
+                task = self.tasks[self.next]
+                self.next += 1
+                self.running += 1
+            try:
+                task()
+            except BaseException as exc:  # handed to the caller, which raises it
+                with cond:
+                    if self.error is None:
+                        self.error = exc
+            finally:
+                with cond:
+                    self.running -= 1
+                    if self.running == 0:
+                        cond.notify_all()
+
+    def join(self) -> None:
+        with self.cond:
+            while self.running:
+                self.cond.wait()
+        if self.error is not None:
+            raise self.error
+
+
+def _share(tasks: list, team: int) -> None:
+    """Run ``tasks`` on the caller and up to ``team - 1`` helper threads; raise what a task raised."""
+    if team <= 1 or len(tasks) <= 1:
+        for task in tasks:
+            task()
+        return
+    shared = _Tasks(tasks)
+    pool = _helper_pool()
+    for _ in range(min(team, len(tasks)) - 1):
+        pool.submit(shared.run)
+    shared.run()
+    shared.join()
 
 
 _blas_libraries_found = None
 _blas_lock = threading.Lock()
-_blas_users = 0  # layer calls inside _blas_fitted, in any thread
+_blas_users = 0  # layer calls inside _blas_one_thread, in any thread
 _blas_saved: list = []
 
 
@@ -177,38 +234,32 @@ def _blas_libraries() -> list:
     return _blas_libraries_found
 
 
-def _blas_threads() -> int | None:
-    """BLAS's thread limit now, or None when no BLAS is visible."""
-    counts = [lib.num_threads for lib in _blas_libraries()]
-    return max(counts) if counts else None
-
-
 @contextlib.contextmanager
-def _blas_fitted():
-    """BLAS limited to the CPUs other processes leave idle (:func:`cnncheck.kernels.idle_cpus`) inside the block.
+def _blas_one_thread():
+    """BLAS on one thread inside the block; yields the thread limit in force before (None: no BLAS seen).
 
-    A matrix product split among threads waits for the slowest; on a busy
-    machine a thread the scheduler leaves out for a time slice makes it many
-    times slower than one thread (measured here: 16 ms instead of 3 ms, and
-    0.8 s instead of 3 ms, for the notebook convolution's products with the
-    two cores busy).  The limit in force before is restored when the last
-    layer call inside the block leaves it.
+    The unfolding route shares its products among its own threads
+    (:func:`_share`) instead: a product split among BLAS's threads waits
+    for the slowest, and on a busy machine a thread the scheduler leaves out
+    for a time slice makes it many times slower than one thread (measured
+    here: 16 ms instead of 3 ms, and 0.8 s instead of 3 ms, for the notebook
+    convolution's products; 3 to 9 s instead of 2 s for the large
+    convolution's forward and backward pass, with the two cores busy).  BLAS's
+    threads also keep spinning after a product, beside the unfolding that
+    follows.  The limit is restored when the last layer call inside leaves.
     """
     global _blas_users, _blas_saved
     libraries = _blas_libraries()
-    if not libraries:
-        yield
-        return
-    idle = kernels.idle_cpus()
     with _blas_lock:
         if _blas_users == 0:
             _blas_saved = [lib.num_threads for lib in libraries]
         _blas_users += 1
-        for lib, limit in zip(libraries, _blas_saved):
-            if min(limit, idle) != lib.num_threads:
-                lib.set_num_threads(min(limit, idle))
+        saved = list(_blas_saved)
+        for lib in libraries:
+            if lib.num_threads != 1:
+                lib.set_num_threads(1)
     try:
-        yield
+        yield max(saved) if saved else None
     finally:
         with _blas_lock:
             _blas_users -= 1
@@ -218,63 +269,43 @@ def _blas_fitted():
                         lib.set_num_threads(limit)
 
 
-def _chunk_views(slot: np.ndarray, K: int, F: int, columns: int) -> tuple[np.ndarray, np.ndarray]:
-    """``[cols; 1]`` (K + 1, columns) and a (F, columns) matrix, side by side in one workspace slot."""
-    cols = slot[:(K + 1) * columns].reshape(K + 1, columns)
-    other = slot[(K + 1) * columns:(K + 1 + F) * columns].reshape(F, columns)
-    return cols, other
+def _team(blas_limit: int | None) -> int:
+    """Threads for the unfolding route: the thread limits in force (BLAS's and OpenMP's), at most the CPUs."""
+    team = kernels.thread_limit() if kernels.BACKEND == "cython" else kernels.usable_cpus()
+    return max(1, min(team, blas_limit or 1))
 
 
-def _unfold(xc, slot, n0, n1, K, F, P, HH, WW, stride, pad):
-    """Fill ``[cols; 1]`` of ``slot`` with the windows of images n0 .. n1-1 and a row of ones.
-
-    On one thread: BLAS's threads keep spinning for a while after each
-    product, and a second unfolding thread would share a core with one of
-    them (measured here: a 2-thread unfolding between products four times
-    slower than a 1-thread one, and unfolding split with a helper thread no
-    faster).
-    """
-    cols, _ = _chunk_views(slot, K, F, (n1 - n0) * P)
-    kconv.im2col(xc[n0:n1], HH, WW, stride, pad, out=cols[:K], threads=1)
-    cols[K] = 1
+# Columns of an image's product per task: a fixed split, so the sums of dw
+# and db do not depend on the number of threads.
+_BLOCK_COLUMNS = 256
 
 
-class _Chunks:
-    """The chunks of a convolution's images, each unfolded into a workspace slot when its turn comes.
+def _blocks(P: int) -> list[tuple[int, int]]:
+    return [(c0, min(P, c0 + _BLOCK_COLUMNS)) for c0 in range(0, P, _BLOCK_COLUMNS)]
 
-    Where threads allow (:func:`_overlaps`: a core that BLAS does not use),
-    two slots take turns and a helper thread unfolds chunk c + 1 while the
-    caller multiplies chunk c.
-    """
 
-    def __init__(self, xc, K, F, P, HH, WW, stride, pad, dtype):
+class _Plan:
+    """The chunks of a convolution's images and the workspace slots their columns take turns in."""
+
+    def __init__(self, xc, K, P, HH, WW, stride, pad, dtype, slots: int):
         N = xc.shape[0]
-        per_chunk = _images_per_chunk(N, (K + 1 + F) * P * dtype.itemsize)
+        per_chunk = _images_per_chunk(N, (K + 1) * P * dtype.itemsize)
         self.bounds = [(n0, min(N, n0 + per_chunk)) for n0 in range(0, N, per_chunk)]
-        self.overlap = len(self.bounds) > 1 and _overlaps()
-        self.slots = _workspace((2 if self.overlap else 1, (K + 1 + F) * per_chunk * P), dtype)
-        self.args = (K, F, P, HH, WW, stride, pad)
-        self.xc = xc
-        self.pending = None
+        self.space = _workspace((min(slots, len(self.bounds)), (K + 1) * per_chunk * P), dtype)
+        self.xc, self.K, self.P, self.geometry = xc, K, P, (HH, WW, stride, pad)
 
-    def __iter__(self):
-        """Yield ``(n0, n1, cols, other)`` with ``cols`` already holding ``[cols; 1]`` of images n0 .. n1-1."""
-        K, F, P = self.args[:3]
-        try:
-            for c, (n0, n1) in enumerate(self.bounds):
-                slot = self.slots[c % len(self.slots)]
-                if self.pending is not None:
-                    self.pending.result()
-                    self.pending = None
-                else:
-                    _unfold(self.xc, slot, n0, n1, *self.args)
-                if self.overlap and c + 1 < len(self.bounds):
-                    self.pending = _helper_thread().submit(_unfold, self.xc, self.slots[(c + 1) % 2],
-                                                           *self.bounds[c + 1], *self.args)
-                yield (n0, n1, *_chunk_views(slot, K, F, (n1 - n0) * P))
-        finally:
-            if self.pending is not None:  # never leave a helper writing into the workspace
-                self.pending.result()
+    def cols(self, c: int) -> np.ndarray:
+        """``[cols; 1]`` (K + 1, images*P) of chunk c, in its slot."""
+        n0, n1 = self.bounds[c]
+        columns = (n1 - n0) * self.P
+        return self.space[c % len(self.space), :(self.K + 1) * columns].reshape(self.K + 1, columns)
+
+    def unfold(self, c: int) -> None:
+        """Fill ``[cols; 1]`` of chunk c with its windows and a row of ones (on one thread: see _blas_one_thread)."""
+        n0, n1 = self.bounds[c]
+        cols = self.cols(c)
+        kconv.im2col(self.xc[n0:n1], *self.geometry, out=cols[:self.K], threads=1)
+        cols[self.K] = 1
 
 
 def conv_forward_fast(x, w, b, conv_param):
@@ -327,17 +358,31 @@ def conv_forward_fast(x, w, b, conv_param):
     if route == "direct":
         return kconv.direct_forward(xc, w_d, b_d, stride, pad), cache
     out = np.empty((N, F, P), dtype=dtype)
-    with _blas_fitted():
+    w2 = w_d.reshape(F, K)
+    with _blas_one_thread() as blas_limit:
+        team = _team(blas_limit)
         if route == "pointwise":
-            np.matmul(w_d.reshape(F, K), xc.reshape(N, C, P), out=out)
-            out += b_d.reshape(1, F, 1)
+            def image(n):
+                np.matmul(w2, xc[n].reshape(C, P), out=out[n])
+                out[n] += b_d.reshape(F, 1)
+
+            _share([functools.partial(image, n) for n in range(N)], team)
             return out.reshape(N, F, H_out, W_out), cache
         wb = np.empty((F, K + 1), dtype=dtype)  # [w2 | b]
-        wb[:, :K] = w_d.reshape(F, K)
+        wb[:, :K] = w2
         wb[:, K] = b_d
-        for n0, n1, cols, product in _Chunks(xc, K, F, P, HH, WW, stride, pad, dtype):
-            np.matmul(wb, cols, out=product)
-            out[n0:n1] = product.reshape(F, n1 - n0, P).transpose(1, 0, 2)
+        plan = _Plan(xc, K, P, HH, WW, stride, pad, dtype, slots=2)
+
+        def product(c, n, c0, c1):
+            i = n - plan.bounds[c][0]
+            np.matmul(wb, plan.cols(c)[:, i * P + c0:i * P + c1], out=out[n, :, c0:c1])
+
+        plan.unfold(0)
+        for c, (n0, n1) in enumerate(plan.bounds):
+            # the next chunk's unfolding first, then this chunk's product in column blocks
+            tasks = [functools.partial(plan.unfold, c + 1)] if c + 1 < len(plan.bounds) else []
+            tasks += [functools.partial(product, c, n, c0, c1) for n in range(n0, n1) for c0, c1 in _blocks(P)]
+            _share(tasks, team)
     return out.reshape(N, F, H_out, W_out), cache
 
 
@@ -391,18 +436,45 @@ def conv_backward_fast(dout, cache):
     d = d.reshape(N, F, P)
     w2 = w_d.reshape(F, K)
     dx = np.empty((N, C, x.shape[2], x.shape[3]), dtype=dtype)
-    with _blas_fitted():
+    with _blas_one_thread() as blas_limit:
+        team = _team(blas_limit)
         if route == "pointwise":
-            np.matmul(w2.T, d, out=dx.reshape(N, C, P))
-            dw = np.matmul(d, xc.reshape(N, C, P).transpose(0, 2, 1)).sum(axis=0)
-            return dx, dw.reshape(w.shape), d.sum(axis=(0, 2))
+            parts = [None] * N
+
+            def image(n):
+                np.matmul(w2.T, d[n], out=dx[n].reshape(C, P))
+                parts[n] = d[n] @ xc[n].reshape(C, P).T
+
+            _share([functools.partial(image, n) for n in range(N)], team)
+            return dx, np.sum(parts, axis=0).reshape(w.shape), d.sum(axis=(0, 2))
+        plan = _Plan(xc, K, P, HH, WW, stride, pad, dtype, slots=3)
+        blocks = _blocks(P)
         dwb = np.zeros((F, K + 1), dtype=dtype)  # [dw2 | db]
         H, W = x.shape[2:]
-        for n0, n1, cols, d_chunk in _Chunks(xc, K, F, P, HH, WW, stride, pad, dtype):
-            d_chunk.reshape(F, n1 - n0, P)[...] = d[n0:n1].transpose(1, 0, 2)
-            dwb += d_chunk @ cols.T
-            np.matmul(w2.T, d_chunk, out=cols[:K])  # dcols, over the columns just used
-            kconv.col2im(cols[:K], (n1 - n0, C, H, W), HH, WW, stride, pad, out=dx[n0:n1], threads=1)
+
+        def gradients(c, n, b, c0, c1, parts):
+            # this block's share of [dw2 | db], then its columns overwritten with dcols
+            i = n - plan.bounds[c][0]
+            cols = plan.cols(c)[:, i * P + c0:i * P + c1]
+            parts[(n - plan.bounds[c][0]) * len(blocks) + b] = d[n][:, c0:c1] @ cols.T
+            np.matmul(w2.T, d[n][:, c0:c1], out=cols[:K])
+
+        def fold(c):
+            n0, n1 = plan.bounds[c]
+            kconv.col2im(plan.cols(c)[:K], (n1 - n0, C, H, W), HH, WW, stride, pad, out=dx[n0:n1], threads=1)
+
+        plan.unfold(0)
+        for c, (n0, n1) in enumerate(plan.bounds):
+            # the last chunk folded back and the next one unfolded while this one's products run
+            tasks = [functools.partial(fold, c - 1)] if c > 0 else []
+            tasks += [functools.partial(plan.unfold, c + 1)] if c + 1 < len(plan.bounds) else []
+            parts = [None] * ((n1 - n0) * len(blocks))
+            tasks += [functools.partial(gradients, c, n, b, c0, c1, parts)
+                      for n in range(n0, n1) for b, (c0, c1) in enumerate(blocks)]
+            _share(tasks, team)
+            for part in parts:  # in a fixed order: the same sums whatever the threads
+                dwb += part
+        fold(len(plan.bounds) - 1)
     return dx, np.ascontiguousarray(dwb[:, :K]).reshape(w.shape), dwb[:, K].copy()
 
 

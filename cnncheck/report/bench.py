@@ -101,6 +101,11 @@ def format_params(params: dict) -> str:
     return ", ".join(parts)
 
 
+def format_threads(count: int) -> str:
+    """``1 thread``, ``4 threads``."""
+    return f"{count} thread" if count == 1 else f"{count} threads"
+
+
 def format_change(change: float) -> str:
     """A relative change as a signed percentage, worse positive: ``+23.1%``."""
     return f"{100 * change:+.1f}%"
@@ -120,17 +125,18 @@ def machine_line(machine: dict) -> str:
         parts.append(f"numpy {machine['numpy']}")
     blas = machine.get("blas")
     if blas:
-        extra = [f"{blas['threads']} threads"] if blas.get("threads") is not None else []
+        extra = [format_threads(blas["threads"])] if blas.get("threads") is not None else []
         if blas.get("architecture"):
             extra.append(str(blas["architecture"]))
         parts.append(f"BLAS {blas.get('name')} {blas.get('version') or ''}".rstrip()
                      + (f" ({', '.join(extra)})" if extra else ""))
     else:
         parts.append("BLAS unknown")
-    if machine.get("openmp_threads") is not None:
-        parts.append(f"OpenMP {machine['openmp_threads']} threads")
     if machine.get("backend"):
-        parts.append(f"kernels {machine['backend']}")
+        kernels = f"kernels {machine['backend']}"
+        if machine.get("openmp_threads") is not None:
+            kernels += f" (up to {format_threads(machine['openmp_threads'])})"
+        parts.append(kernels)
     if machine.get("gemm_peak_gflops") is not None:
         parts.append(f"GEMM peak {machine.get('gemm_peak_dtype') or ''} "
                      f"{_three(machine['gemm_peak_gflops'])} GFLOP/s".replace("  ", " "))

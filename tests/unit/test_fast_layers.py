@@ -447,22 +447,82 @@ def _pool_run(x, param, dout):
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-@pytest.mark.parametrize("helper", ["none", "overlap"])
-def test_conv_chunking_does_not_change_results(rng, monkeypatch, dtype, helper):
-    monkeypatch.setattr(fast, "DIRECT_MAX_WINDOW", 0)
+@pytest.mark.parametrize("route_limit", [0, 10**6])
+def test_conv_chunks_and_threads_do_not_change_results(rng, monkeypatch, dtype, route_limit):
+    monkeypatch.setattr(fast, "DIRECT_MAX_WINDOW", route_limit)  # 0: unfolding, 10**6: direct
     x, w, b, conv_param = conv_inputs(rng, ((5, 3, 9, 8), (4, 3, 3), 2, 1), dtype)
     dout = rng.standard_normal((5, 4, 5, 4)).astype(dtype)
-    monkeypatch.setattr(fast, "_overlaps", lambda: False)
+    monkeypatch.setattr(fast, "_team", lambda limit: 1)
     whole = _conv_run(x, w, b, conv_param, dout)
-    monkeypatch.setattr(fast, "_CHUNK_BYTES", 5120)  # float64: 1 image per chunk, float32: 2
-    monkeypatch.setattr(fast, "_overlaps", lambda: helper == "overlap")  # the next chunk on a helper thread
-    # Chunks change how the products group the columns, not the sums of dx; dw and db sum chunk by chunk.
-    for got, want in zip(_conv_run(x, w, b, conv_param, dout), whole):
+    monkeypatch.setattr(fast, "_CHUNK_BYTES", 1)  # one image per chunk
+    monkeypatch.setattr(fast, "_BLOCK_COLUMNS", 7)  # three blocks of columns per image
+    # Chunks and blocks change how the products group the columns; dw and db sum block by block.
+    alone = _conv_run(x, w, b, conv_param, dout)
+    for got, want in zip(alone, whole):
         assert_matches(got, want)
-    once = _conv_run(x, w, b, conv_param, dout)
-    for got, want in zip(_conv_run(x, w, b, conv_param, dout), once):
+    for team in (2, 3):  # the same blocks shared among threads: the same bits
+        monkeypatch.setattr(fast, "_team", lambda limit, team=team: team)
+        for got, want in zip(_conv_run(x, w, b, conv_param, dout), alone):
+            np.testing.assert_array_equal(got, want)
+
+
+def test_pointwise_products_shared_among_threads_give_the_same_bits(rng, monkeypatch):
+    x, w, b, conv_param = conv_inputs(rng, ((6, 4, 5, 6), (5, 1, 1), 1, 0))
+    dout = rng.standard_normal((6, 5, 5, 6))
+    monkeypatch.setattr(fast, "_team", lambda limit: 1)
+    alone = _conv_run(x, w, b, conv_param, dout)
+    monkeypatch.setattr(fast, "_team", lambda limit: 2)
+    for got, want in zip(_conv_run(x, w, b, conv_param, dout), alone):
         np.testing.assert_array_equal(got, want)
 
+
+class _NeverRuns:
+    """A helper pool whose threads never get a time slice."""
+
+    def __init__(self):
+        self.submitted = 0
+
+    def submit(self, fn, *args):
+        self.submitted += 1
+
+
+def test_shared_tasks_do_not_wait_for_a_helper_that_never_runs(monkeypatch):
+    pool = _NeverRuns()
+    monkeypatch.setattr(fast, "_helper_pool", lambda: pool)
+    done = []
+    fast._share([lambda i=i: done.append(i) for i in range(5)], team=2)
+    assert done == [0, 1, 2, 3, 4] and pool.submitted == 1
+
+
+def test_shared_tasks_run_once_each_and_raise_what_a_task_raised():
+    done = []
+    fast._share([lambda i=i: done.append(i) for i in range(40)], team=3)
+    assert sorted(done) == list(range(40))
+
+    def boom():
+        raise ZeroDivisionError("in a task")
+
+    with pytest.raises(ZeroDivisionError, match="in a task"):
+        fast._share([lambda: None, boom, lambda: None], team=2)
+
+
+def test_blas_runs_on_one_thread_inside_the_layer_and_gets_its_limit_back(rng, monkeypatch):
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    if not fast._blas_libraries():
+        pytest.skip("no BLAS visible to threadpoolctl")
+    seen = []
+    real = fast._share
+    monkeypatch.setattr(fast, "_share", lambda tasks, team: (seen.append([lib.num_threads for lib in
+                                                                          fast._blas_libraries()]),
+                                                              real(tasks, team)))
+    monkeypatch.setattr(fast, "DIRECT_MAX_WINDOW", 0)
+    x, w, b, conv_param = conv_inputs(rng, CONV_CASES[0])
+    with threadpoolctl.threadpool_limits(limits=2, user_api="blas"):
+        before = [lib.num_threads for lib in fast._blas_libraries()]
+        out, cache = conv_forward_fast(x, w, b, conv_param)
+        conv_backward_fast(np.ones(out.shape), cache)
+        assert [lib.num_threads for lib in fast._blas_libraries()] == before
+    assert seen and all(counts == [1] * len(counts) for counts in seen)
 
 
 @needs_cython
