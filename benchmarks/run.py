@@ -170,6 +170,10 @@ CASES = (
 )
 #: Most a fast layer's forward plus backward may slow down under load, and at most PyTorch's slowdown.
 LOAD_GOAL = 3.0
+#: Seconds between switching the busy loops on or off and timing: the scheduler spreads them over
+#: the CPUs, and cnncheck's kernels notice the change in what other processes use
+#: (:data:`cnncheck.kernels.LOAD_WINDOW`), as they would on a machine that stays busy or quiet.
+LOAD_SETTLE = 0.25
 
 
 # -- the contenders -------------------------------------------------------------------
@@ -211,6 +215,8 @@ FAST = {
     # affine has no separate fast layer: the reference layer is numpy's matrix products already
     "affine": Side("fast", layers.affine_forward, layers.affine_backward),
 }
+#: Layers with a fast implementation of their own (cnncheck.layers.fast).
+FAST_LAYERS = ("conv", "pool", "relu")
 TORCH_NAMES = {"conv": ("conv_forward", "conv_backward"), "pool": ("max_pool_forward", "max_pool_backward"),
                "relu": ("relu_forward", "relu_backward"), "affine": ("affine_forward", "affine_backward")}
 
@@ -383,11 +389,11 @@ class BusyLoops:
 
     def run(self) -> None:
         self._signal(signal.SIGCONT)
-        time.sleep(0.05)  # let the scheduler spread them over the CPUs
+        time.sleep(LOAD_SETTLE)
 
     def pause(self) -> None:
         self._signal(signal.SIGSTOP)
-        time.sleep(0.05)
+        time.sleep(LOAD_SETTLE)
 
     def close(self) -> None:
         for process in self.processes:
@@ -503,9 +509,15 @@ def _target_rows(rows: list[Row]) -> list[list[str]]:
 
 
 def _load_target_rows(rows: list[LoadRow]) -> list[list[str]]:
-    """Per case: the fast slowdown against :data:`LOAD_GOAL` and against the reference's slowdown."""
+    """Per fast layer: its slowdown against :data:`LOAD_GOAL` and against the reference's slowdown.
+
+    affine has no fast layer (its row times the reference layer, numpy's
+    products) and has no target.
+    """
     lines = []
     for r in rows:
+        if r.case.layer not in FAST_LAYERS:
+            continue
         spread = (r.fast_quiet.iqr_ratio + r.fast_loaded.iqr_ratio) / 2
         what = f"{r.case.label} {r.dtype} forward + backward under load: slowdown"
         lines.append([what, f"{r.fast_slowdown:.2f}x", f"<= {LOAD_GOAL:g}x",
@@ -621,8 +633,9 @@ def render(rows: list[Row], load_rows: list[LoadRow], facts: list[list[str]], co
             _table(["case", "dtype", "fast quiet", "fast loaded", "fast slowdown", "reference", "reference quiet",
                     "reference loaded", "reference slowdown"], body),
             "",
-            ("Quiet and loaded rounds take turns (the busy loops are paused and resumed between them), and "
-             "both sides run in every round. Slowdown: loaded median over quiet median."),
+            ("Quiet and loaded rounds take turns (the busy loops are paused and resumed between them, "
+             f"{LOAD_SETTLE:g} s before timing), and both sides run in every round. Slowdown: loaded median over "
+             "quiet median. affine has no fast layer: its row times the reference layer (numpy's products)."),
             "",
         ]
     parts += [

@@ -150,11 +150,19 @@ THREAD_VARIABLES = (
     "VECLIB_MAXIMUM_THREADS",
     "NUMEXPR_NUM_THREADS",
 )
-#: How idle threads wait in a child process: OpenMP threads go to sleep as
-#: soon as their work is done instead of spinning for it, so they never take
-#: a core from BLAS's threads, another child or another user.
+#: How idle threads wait in a child process: as soon as their work is done they sleep
+#: instead of spinning for more, so they never take a core from another pool's threads
+#: (OpenMP's beside OpenBLAS's, in one process), another child or another user.
+#: ``OMP_WAIT_POLICY`` for GNU OpenMP (cnncheck's kernels, PyTorch), ``KMP_BLOCKTIME`` for
+#: Intel's, ``OPENBLAS_THREAD_TIMEOUT`` (2**4 cycles, its least) for OpenBLAS's.  Measured on
+#: the 2-core machine of the README (a grading-like sequence of the fast conv, relu and pool
+#: layers and numpy's affine, median of 9; quiet / with two busy-loop processes): the
+#: defaults 29 / 151 ms, OMP_WAIT_POLICY=PASSIVE 20 / 64 ms, with OPENBLAS_THREAD_TIMEOUT=4
+#: as well 15 / 65 ms; GOMP_SPINCOUNT=10000 26 / 73 ms, OMP_WAIT_POLICY=ACTIVE 51 / 69 ms.
 WAIT_POLICY = {
     "OMP_WAIT_POLICY": "PASSIVE",
+    "KMP_BLOCKTIME": "0",
+    "OPENBLAS_THREAD_TIMEOUT": "4",
 }
 
 

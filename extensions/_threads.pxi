@@ -16,7 +16,7 @@ def openmp_threads():
     """The OpenMP runtime's thread limit for the calling thread, as it stands now (1 without OpenMP).
 
     ``OMP_NUM_THREADS`` sets it at start-up and ``omp_set_num_threads`` (what
-    threadpoolctl's limits call) changes it later; :func:`cnncheck.kernels.max_threads`
+    threadpoolctl's limits call) changes it later; :func:`cnncheck.kernels.thread_limit`
     reads it before every kernel call.
     """
     return cnn_openmp_threads()

@@ -24,25 +24,28 @@ the same source compiled for them (:data:`INSTRUCTIONS` says which).
 Threads
 -------
 A compiled kernel takes its thread count when it is called, never at
-import: :func:`max_threads` reads the OpenMP limit in force for the calling
-thread, which ``OMP_NUM_THREADS`` sets at start-up and threadpoolctl's
+import.  :func:`thread_limit` reads the OpenMP limit in force for the
+calling thread, which ``OMP_NUM_THREADS`` sets at start-up and threadpoolctl's
 ``threadpool_limits`` (and with it ``cnncheck bench --threads``) changes
-later, capped at the CPUs the process may use and, on a busy machine, at
-the CPUs other processes have left idle lately (:func:`idle_cpus`).
-:func:`threads_for` then gives a kernel fewer threads when its work is
-small.  Every kernel here is short (milliseconds), and a short parallel
-kernel is only as fast as its slowest thread: on a machine whose cores are
-all busy, a thread the operating system does not schedule for a time slice
-stalls the whole kernel, so there one thread is faster than two.  The
-results do not depend on the thread count.
+later, capped at the CPUs the process may use; a kernel with little work
+takes fewer (one below a per-kernel amount of work per thread).  How the
+threads are used depends on the machine as it is (:func:`split`): while
+other processes leave enough CPUs idle (:func:`idle_cpus`), one call runs
+the kernel's own OpenMP threads; on a busy machine a parallel kernel would
+be only as fast as its slowest thread, and a thread the scheduler leaves
+out for a time slice would stall it, so the work is cut into pieces that
+the caller and helper threads take one at a time (:func:`share`).  The
+results do not depend on the thread count or on the way the work was shared.
 """
 
 from __future__ import annotations
 
 import importlib
 import os
+import threading
 import time
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from types import ModuleType
 
 from cnncheck.errors import CnnCheckError
@@ -193,27 +196,108 @@ def thread_limit() -> int:
 
 
 def max_threads() -> int:
-    """Threads a compiled kernel called now may use: the OpenMP limit in force, capped at the idle CPUs.
+    """Threads an OpenMP kernel called now would run: :func:`thread_limit`, capped at :func:`idle_cpus`."""
+    return max(1, min(thread_limit(), idle_cpus()))
 
-    The limit is read at every call, so ``threadpoolctl.threadpool_limits``
-    (and ``cnncheck bench --threads``) take effect on the next kernel call.
-    It is the calling thread's own limit, as OpenMP keeps it per thread; a
-    limit set before the kernels were imported does not reach them (as
-    threadpoolctl does not reach a library loaded after the limit).  The
-    cap is the CPUs the process may use, less those other processes keep
-    busy (:func:`idle_cpus`).  The numpy fallback runs on one thread.
+
+# -- sharing work among threads without waiting for the ones not scheduled --------------
+_helpers = None  # threads that share the caller's tasks, started on first use
+_helpers_lock = threading.Lock()
+
+
+def _helper_pool() -> ThreadPoolExecutor:
+    global _helpers
+    with _helpers_lock:
+        if _helpers is None:
+            _helpers = ThreadPoolExecutor(max(1, _CPUS - 1), thread_name_prefix="cnncheck-kernels")
+    return _helpers
+
+
+class _Tasks:
+    """A list of tasks that the caller and helper threads take one at a time, each task once.
+
+    The caller waits only for tasks a helper has taken and not finished: a
+    helper the operating system has not scheduled yet takes nothing, and
+    when it runs later it finds the list empty.  So on a busy machine the
+    caller does the work alone instead of waiting for a time slice, and on
+    a quiet one the work is shared.  The helpers wait for work on a queue,
+    without spinning.
     """
-    if _openmp_threads is None:
-        return 1
-    return max(1, min(_openmp_threads(), _CPUS, idle_cpus()))
+
+    def __init__(self, tasks: list):
+        self.tasks = tasks
+        self.next = 0
+        self.running = 0
+        self.error: BaseException | None = None
+        self.cond = threading.Condition()
+
+    def run(self) -> None:
+        cond = self.cond
+        while True:
+            with cond:
+                if self.next >= len(self.tasks) or self.error is not None:
+                    return
+                task = self.tasks[self.next]
+                self.next += 1
+                self.running += 1
+            try:
+                task()
+            except BaseException as exc:  # handed to the caller, which raises it
+                with cond:
+                    if self.error is None:
+                        self.error = exc
+            finally:
+                with cond:
+                    self.running -= 1
+                    if self.running == 0:
+                        cond.notify_all()
+
+    def join(self) -> None:
+        with self.cond:
+            while self.running:
+                self.cond.wait()
+        if self.error is not None:
+            raise self.error
 
 
-def threads_for(work: int, per_thread: int) -> int:
-    """Threads for a kernel call with ``work`` units when each thread should get at least ``per_thread``.
+def share(tasks: list, team: int) -> None:
+    """Run ``tasks`` on the caller and up to ``team - 1`` helper threads; raise what a task raised."""
+    if team <= 1 or len(tasks) <= 1:
+        for task in tasks:
+            task()
+        return
+    shared = _Tasks(tasks)
+    pool = _helper_pool()
+    for _ in range(min(team, len(tasks)) - 1):
+        pool.submit(shared.run)
+    shared.run()
+    shared.join()
 
-    ``min(max_threads(), work // per_thread)``, and at least 1.
+
+def split(call, count: int, work: int, per_thread: int, share_from: int = 0, pieces_per_thread: int = 4) -> None:
+    """Run ``call(lo, hi, threads)`` over ``[0, count)``, with threads that fit the machine as it is now.
+
+    At most :func:`thread_limit` threads, and one per ``per_thread`` units of
+    ``work``.  On a quiet machine (:func:`idle_cpus` at least that many) one
+    call covers everything with the kernel's own OpenMP threads.  On a busy
+    one the range is cut into pieces that the caller and helper threads take
+    one at a time (:func:`share`), each on one thread: no thread waits for
+    another the scheduler has left out, and the work still gets every
+    thread's share of the machine; below ``share_from`` units of work,
+    though, a busy machine gets one thread (helpers woken for pieces of a
+    fraction of a millisecond arrive too late to take any, and cost more
+    than they bring).  ``call`` must give the same results whatever the split.
     """
-    most = work // max(per_thread, 1)
-    if most <= 1:
-        return 1
-    return min(max_threads(), most)
+    threads = max(1, min(thread_limit(), work // max(per_thread, 1), count))
+    if threads == 1:
+        call(0, count, 1)
+        return
+    if idle_cpus() >= threads:
+        call(0, count, threads)
+        return
+    if work < share_from:
+        call(0, count, 1)
+        return
+    pieces = min(count, threads * pieces_per_thread)
+    bounds = [count * i // pieces for i in range(pieces + 1)]
+    share([lambda lo=lo, hi=hi: call(lo, hi, 1) for lo, hi in zip(bounds, bounds[1:])], threads)

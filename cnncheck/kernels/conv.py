@@ -46,6 +46,8 @@ BACKENDS = kernels.BACKENDS
 UNFOLD_ELEMENTS_PER_THREAD = 1 << 16
 # Least multiply-adds of a direct convolution per thread.
 DIRECT_MACS_PER_THREAD = 1 << 20
+# Least elements of an unfolding shared among threads on a busy machine (below it, one thread).
+UNFOLD_SHARE_FROM = 1 << 22
 # Images per partial sum of the direct kernel's dw: fixed by N alone, so the
 # result does not depend on the thread count.
 _DIRECT_PARTS = 32
@@ -88,14 +90,16 @@ def _shape_tuple(shape, name: str) -> tuple:
         raise CnnCheckError(f"{name} must be a sequence of integers, got {shape!r}") from None
 
 
-def _threads(elements: int, most) -> int:
-    """Threads for an unfolding kernel writing ``elements`` values, at most ``most`` (None: no cap)."""
-    threads = kernels.threads_for(elements, UNFOLD_ELEMENTS_PER_THREAD)
-    if most is None:
-        return threads
-    if isinstance(most, bool) or not isinstance(most, (int, np.integer)) or most < 1:
-        raise CnnCheckError(f"threads must be a positive integer, got {most!r}")
-    return min(threads, int(most))
+def _split(call, images: int, elements: int, most) -> None:
+    """``call(lo, hi, threads)`` over the images, on at most ``most`` threads (None: as the work warrants)."""
+    if most is not None:
+        if isinstance(most, bool) or not isinstance(most, (int, np.integer)) or most < 1:
+            raise CnnCheckError(f"threads must be a positive integer, got {most!r}")
+        if most == 1:
+            call(0, images, 1)
+            return
+    kernels.split(call, images, elements if most is None else min(elements, int(most) * UNFOLD_ELEMENTS_PER_THREAD),
+                  UNFOLD_ELEMENTS_PER_THREAD, UNFOLD_SHARE_FROM)
 
 
 def cols_shape(x_shape, HH, WW, stride, pad) -> tuple[int, int]:
@@ -141,7 +145,7 @@ def im2col(x, HH, WW, stride, pad, out=None, backend=None, threads=None) -> np.n
         None uses :data:`BACKEND`; a name forces that kernel (for tests and benchmarks).
     threads : int, optional
         At most this many threads; by default as many as
-        :func:`cnncheck.kernels.threads_for` gives the work.
+        :func:`cnncheck.kernels.split` gives the work.
 
     Returns
     -------
@@ -162,8 +166,12 @@ def im2col(x, HH, WW, stride, pad, out=None, backend=None, threads=None) -> np.n
         out = np.empty(shape, dtype=x.dtype)
     else:
         _check_out(out, shape, x.dtype, "out", x, rows=True)
-    threads = _threads(out.size, threads)
-    kernel.im2col(x, out, int(HH), int(WW), int(stride), int(pad), threads)
+    P = shape[1] // max(x.shape[0], 1)
+
+    def call(lo, hi, threads):
+        kernel.im2col(x[lo:hi], out[:, lo * P:hi * P], int(HH), int(WW), int(stride), int(pad), threads)
+
+    _split(call, x.shape[0], out.size, threads)
     return out
 
 
@@ -215,8 +223,12 @@ def col2im(cols, x_shape, HH, WW, stride, pad, out=None, backend=None, threads=N
         out = np.empty(x_shape, dtype=cols.dtype)
     else:
         _check_out(out, x_shape, cols.dtype, "out", cols)
-    threads = _threads(cols.size, threads)
-    kernel.col2im(cols, out, int(HH), int(WW), int(stride), int(pad), threads)
+    P = shape[1] // max(x_shape[0], 1)
+
+    def call(lo, hi, threads):
+        kernel.col2im(cols[:, lo * P:hi * P], out[lo:hi], int(HH), int(WW), int(stride), int(pad), threads)
+
+    _split(call, x_shape[0], cols.size, threads)
     return out
 
 
@@ -245,10 +257,6 @@ def _padded_rows(a: np.ndarray, rows: int) -> np.ndarray:
 
 def _round_up(n: int, block: int) -> int:
     return -(-n // block) * block
-
-
-def _direct_threads(N: int, F: int, P: int, K: int) -> int:
-    return kernels.threads_for(N * F * P * K, DIRECT_MACS_PER_THREAD)
 
 
 def direct_forward(x, w, b, stride, pad, backend=None) -> np.ndarray:
@@ -288,7 +296,11 @@ def direct_forward(x, w, b, stride, pad, backend=None) -> np.ndarray:
     w2p = _padded_rows(w.reshape(F, K), Fp)
     bias = _padded_rows(b.reshape(F, 1), Fp).reshape(Fp)
     out = np.empty((N, F, H_out, W_out), dtype=dtype)
-    kernel.direct_forward(x, w2p, bias, out, HH, WW, int(stride), int(pad), _direct_threads(N, F, H_out * W_out, K))
+
+    def call(lo, hi, threads):
+        kernel.direct_forward(x[lo:hi], w2p, bias, out[lo:hi], HH, WW, int(stride), int(pad), threads)
+
+    kernels.split(call, N, N * F * H_out * W_out * K, DIRECT_MACS_PER_THREAD)
     return out
 
 
@@ -331,7 +343,13 @@ def direct_backward(x, w, dout, stride, pad, backend=None) -> tuple[np.ndarray, 
     per_part = -(-N // _DIRECT_PARTS)
     parts = np.empty((-(-N // per_part), _round_up(F, kernel.FILTER_BLOCK), Kq + 1), dtype=dtype)
     dx = np.empty(x.shape, dtype=dtype)
-    kernel.direct_backward(x, wt, np.ascontiguousarray(dout), dx, parts, HH, WW, int(stride), int(pad),
-                           per_part, _direct_threads(N, F, H_out * W_out, K))
+    dout = np.ascontiguousarray(dout)
+
+    def call(lo, hi, threads):  # parts lo .. hi-1: their images, whole
+        n0, n1 = lo * per_part, min(N, hi * per_part)
+        kernel.direct_backward(x[n0:n1], wt, dout[n0:n1], dx[n0:n1], parts[lo:hi], HH, WW, int(stride), int(pad),
+                               per_part, threads)
+
+    kernels.split(call, parts.shape[0], N * F * H_out * W_out * K, DIRECT_MACS_PER_THREAD)
     total = parts.sum(axis=0)
     return dx, np.ascontiguousarray(total[:F, :K]).reshape(w.shape), total[:F, Kq].copy()

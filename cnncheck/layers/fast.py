@@ -51,7 +51,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import threading
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -145,79 +144,6 @@ def _route(F: int, C: int, HH: int, WW: int, stride: int, pad: int) -> str:
 
 
 # -- threads of the unfolding route ----------------------------------------------------
-_helpers = None  # threads that share the caller's tasks, started on first use
-_helpers_lock = threading.Lock()
-
-
-def _helper_pool() -> ThreadPoolExecutor:
-    global _helpers
-    with _helpers_lock:
-        if _helpers is None:
-            _helpers = ThreadPoolExecutor(max(1, kernels.usable_cpus() - 1), thread_name_prefix="cnncheck-conv")
-    return _helpers
-
-
-class _Tasks:
-    """A list of tasks that the caller and helper threads take one at a time, each task once.
-
-    The caller waits only for tasks a helper has taken and not finished: a
-    helper the operating system has not scheduled yet takes nothing, and
-    when it runs later it finds the list empty.  So on a busy machine the
-    caller does the work alone instead of waiting for a time slice, and on
-    a quiet one the work is shared.  The helpers wait for work on a queue,
-    without spinning.
-    """
-
-    def __init__(self, tasks: list):
-        self.tasks = tasks
-        self.next = 0
-        self.running = 0
-        self.error: BaseException | None = None
-        self.cond = threading.Condition()
-
-    def run(self) -> None:
-        cond = self.cond
-        while True:
-            with cond:
-                if self.next >= len(self.tasks) or self.error is not None:
-                    return
-                task = self.tasks[self.next]
-                self.next += 1
-                self.running += 1
-            try:
-                task()
-            except BaseException as exc:  # handed to the caller, which raises it
-                with cond:
-                    if self.error is None:
-                        self.error = exc
-            finally:
-                with cond:
-                    self.running -= 1
-                    if self.running == 0:
-                        cond.notify_all()
-
-    def join(self) -> None:
-        with self.cond:
-            while self.running:
-                self.cond.wait()
-        if self.error is not None:
-            raise self.error
-
-
-def _share(tasks: list, team: int) -> None:
-    """Run ``tasks`` on the caller and up to ``team - 1`` helper threads; raise what a task raised."""
-    if team <= 1 or len(tasks) <= 1:
-        for task in tasks:
-            task()
-        return
-    shared = _Tasks(tasks)
-    pool = _helper_pool()
-    for _ in range(min(team, len(tasks)) - 1):
-        pool.submit(shared.run)
-    shared.run()
-    shared.join()
-
-
 _blas_libraries_found = None
 _blas_lock = threading.Lock()
 _blas_users = 0  # layer calls inside _blas_one_thread, in any thread
@@ -239,7 +165,7 @@ def _blas_one_thread():
     """BLAS on one thread inside the block; yields the thread limit in force before (None: no BLAS seen).
 
     The unfolding route shares its products among its own threads
-    (:func:`_share`) instead: a product split among BLAS's threads waits
+    (:func:`cnncheck.kernels.share`) instead: a product split among BLAS's threads waits
     for the slowest, and on a busy machine a thread the scheduler leaves out
     for a time slice makes it many times slower than one thread (measured
     here: 16 ms instead of 3 ms, and 0.8 s instead of 3 ms, for the notebook
@@ -366,7 +292,7 @@ def conv_forward_fast(x, w, b, conv_param):
                 np.matmul(w2, xc[n].reshape(C, P), out=out[n])
                 out[n] += b_d.reshape(F, 1)
 
-            _share([functools.partial(image, n) for n in range(N)], team)
+            kernels.share([functools.partial(image, n) for n in range(N)], team)
             return out.reshape(N, F, H_out, W_out), cache
         wb = np.empty((F, K + 1), dtype=dtype)  # [w2 | b]
         wb[:, :K] = w2
@@ -382,7 +308,7 @@ def conv_forward_fast(x, w, b, conv_param):
             # the next chunk's unfolding first, then this chunk's product in column blocks
             tasks = [functools.partial(plan.unfold, c + 1)] if c + 1 < len(plan.bounds) else []
             tasks += [functools.partial(product, c, n, c0, c1) for n in range(n0, n1) for c0, c1 in _blocks(P)]
-            _share(tasks, team)
+            kernels.share(tasks, team)
     return out.reshape(N, F, H_out, W_out), cache
 
 
@@ -445,7 +371,7 @@ def conv_backward_fast(dout, cache):
                 np.matmul(w2.T, d[n], out=dx[n].reshape(C, P))
                 parts[n] = d[n] @ xc[n].reshape(C, P).T
 
-            _share([functools.partial(image, n) for n in range(N)], team)
+            kernels.share([functools.partial(image, n) for n in range(N)], team)
             return dx, np.sum(parts, axis=0).reshape(w.shape), d.sum(axis=(0, 2))
         plan = _Plan(xc, K, P, HH, WW, stride, pad, dtype, slots=3)
         blocks = _blocks(P)
@@ -471,7 +397,7 @@ def conv_backward_fast(dout, cache):
             parts = [None] * ((n1 - n0) * len(blocks))
             tasks += [functools.partial(gradients, c, n, b, c0, c1, parts)
                       for n in range(n0, n1) for b, (c0, c1) in enumerate(blocks)]
-            _share(tasks, team)
+            kernels.share(tasks, team)
             for part in parts:  # in a fixed order: the same sums whatever the threads
                 dwb += part
         fold(len(plan.bounds) - 1)

@@ -77,15 +77,21 @@ def conv_terms(x, w, b, dout) -> tuple:
     return sx * sw + sb, sd * sw, sd * sx, sd
 
 
-def _run(kernel, x, w, b, dout, stride, pad, threads):
-    """The kernel module's forward and backward through the validating wrapper, with ``threads`` threads."""
-    saved = kconv.kernels.module, kconv.kernels.threads_for
-    kconv.kernels.module = lambda name, backend=None: kernel
-    kconv.kernels.threads_for = lambda work, per_thread: threads
+def _run(kernel, x, w, b, dout, stride, pad, threads, idle=None):
+    """The kernel module's forward and backward through the validating wrapper, on ``threads`` threads.
+
+    ``idle`` below ``threads`` makes the wrapper share one-thread pieces, as on a busy machine.
+    """
+    k = kconv.kernels
+    saved = k.module, k.thread_limit, k.idle_cpus, kconv.DIRECT_MACS_PER_THREAD
+    k.module = lambda name, backend=None: kernel
+    k.thread_limit = lambda: threads
+    k.idle_cpus = lambda: threads if idle is None else idle
+    kconv.DIRECT_MACS_PER_THREAD = 1
     try:
         return (kconv.direct_forward(x, w, b, stride, pad), *kconv.direct_backward(x, w, dout, stride, pad))
     finally:
-        kconv.kernels.module, kconv.kernels.threads_for = saved
+        k.module, k.thread_limit, k.idle_cpus, kconv.DIRECT_MACS_PER_THREAD = saved
 
 
 @settings(max_examples=120)
@@ -123,5 +129,6 @@ def test_direct_kernel_results_do_not_depend_on_threads(geometry, dtype, threads
     dout = dout.astype(dtype)
     for kernel in COMPILED:
         serial = _run(kernel, x, w, b, dout, stride, pad, 1)
-        for got, want in zip(_run(kernel, x, w, b, dout, stride, pad, threads), serial):
-            np.testing.assert_array_equal(got, want)
+        for idle in (None, 1):  # the kernel's OpenMP threads, or one-thread pieces shared among threads
+            for got, want in zip(_run(kernel, x, w, b, dout, stride, pad, threads, idle), serial):
+                np.testing.assert_array_equal(got, want)

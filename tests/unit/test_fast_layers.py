@@ -16,6 +16,7 @@ from cnncheck.errors import CnnCheckError
 from cnncheck.kernels import _conv_numpy, _pool_numpy, _relu_numpy
 from cnncheck.kernels import conv as kconv
 from cnncheck.kernels import pool as kpool
+from cnncheck.kernels import relu as krelu
 from cnncheck.gradient_check import rel_error
 from cnncheck.layers import fast, naive
 from cnncheck.layers.fast import (
@@ -476,45 +477,15 @@ def test_pointwise_products_shared_among_threads_give_the_same_bits(rng, monkeyp
         np.testing.assert_array_equal(got, want)
 
 
-class _NeverRuns:
-    """A helper pool whose threads never get a time slice."""
-
-    def __init__(self):
-        self.submitted = 0
-
-    def submit(self, fn, *args):
-        self.submitted += 1
-
-
-def test_shared_tasks_do_not_wait_for_a_helper_that_never_runs(monkeypatch):
-    pool = _NeverRuns()
-    monkeypatch.setattr(fast, "_helper_pool", lambda: pool)
-    done = []
-    fast._share([lambda i=i: done.append(i) for i in range(5)], team=2)
-    assert done == [0, 1, 2, 3, 4] and pool.submitted == 1
-
-
-def test_shared_tasks_run_once_each_and_raise_what_a_task_raised():
-    done = []
-    fast._share([lambda i=i: done.append(i) for i in range(40)], team=3)
-    assert sorted(done) == list(range(40))
-
-    def boom():
-        raise ZeroDivisionError("in a task")
-
-    with pytest.raises(ZeroDivisionError, match="in a task"):
-        fast._share([lambda: None, boom, lambda: None], team=2)
-
-
 def test_blas_runs_on_one_thread_inside_the_layer_and_gets_its_limit_back(rng, monkeypatch):
     threadpoolctl = pytest.importorskip("threadpoolctl")
     if not fast._blas_libraries():
         pytest.skip("no BLAS visible to threadpoolctl")
     seen = []
-    real = fast._share
-    monkeypatch.setattr(fast, "_share", lambda tasks, team: (seen.append([lib.num_threads for lib in
-                                                                          fast._blas_libraries()]),
-                                                              real(tasks, team)))
+    real = kernels.share
+    monkeypatch.setattr(kernels, "share", lambda tasks, team: (seen.append([lib.num_threads for lib in
+                                                                            fast._blas_libraries()]),
+                                                                real(tasks, team)))
     monkeypatch.setattr(fast, "DIRECT_MAX_WINDOW", 0)
     x, w, b, conv_param = conv_inputs(rng, CONV_CASES[0])
     with threadpoolctl.threadpool_limits(limits=2, user_api="blas"):
@@ -525,23 +496,31 @@ def test_blas_runs_on_one_thread_inside_the_layer_and_gets_its_limit_back(rng, m
     assert seen and all(counts == [1] * len(counts) for counts in seen)
 
 
-@needs_cython
+@pytest.mark.skipif(kernels.BACKEND != "cython", reason="the numpy fallback runs on one thread")
 @pytest.mark.parametrize("direct_limit", [0, 10**6])
-def test_parallel_kernels_give_the_serial_results(rng, monkeypatch, direct_limit):
+@pytest.mark.parametrize("idle", [3, 1])  # 3: one call on OpenMP threads, 1: pieces shared among threads
+def test_parallel_kernels_give_the_serial_results(rng, monkeypatch, direct_limit, idle):
     monkeypatch.setattr(fast, "DIRECT_MAX_WINDOW", direct_limit)
     x, w, b, conv_param = conv_inputs(rng, ((9, 4, 11, 10), (5, 3, 2), 1, 1))
     dout = rng.standard_normal((9, 5, 11, 11))
     px = rng.integers(0, 3, (3, 4, 10, 9)).astype(np.float64)  # ties
     param = pool_param(3, 2, 2)
     pdout = rng.standard_normal((3, 4, 4, 4))
-    monkeypatch.setattr(kernels, "max_threads", lambda: 1)
-    serial = _conv_run(x, w, b, conv_param, dout) + _pool_run(px, param, pdout)
-    monkeypatch.setattr(kernels, "max_threads", lambda: 3)
-    monkeypatch.setattr(kconv, "UNFOLD_ELEMENTS_PER_THREAD", 1)
-    monkeypatch.setattr(kconv, "DIRECT_MACS_PER_THREAD", 1)
-    monkeypatch.setattr(kpool, "ELEMENTS_PER_THREAD", 1)
-    parallel = _conv_run(x, w, b, conv_param, dout) + _pool_run(px, param, pdout)
-    for got, want in zip(parallel, serial):
+    rx = rng.standard_normal((3, 4, 10, 9))
+    runs = []
+    for limit in (1, 3):
+        monkeypatch.setattr(kernels, "thread_limit", lambda limit=limit: limit)
+        monkeypatch.setattr(kernels, "idle_cpus", lambda: idle)
+        monkeypatch.setattr(kconv, "UNFOLD_ELEMENTS_PER_THREAD", 1)
+        monkeypatch.setattr(kconv, "DIRECT_MACS_PER_THREAD", 1)
+        monkeypatch.setattr(kpool, "ELEMENTS_PER_THREAD", 1)
+        monkeypatch.setattr(krelu, "ELEMENTS_PER_THREAD", 1)
+        for module, name in ((kpool, "SHARE_FROM"), (krelu, "SHARE_FROM"), (kconv, "UNFOLD_SHARE_FROM")):
+            monkeypatch.setattr(module, name, 0)
+        out, cache = fast.relu_forward_fast(rx)
+        runs.append(_conv_run(x, w, b, conv_param, dout) + _pool_run(px, param, pdout)
+                    + (out, fast.relu_backward_fast(rx, cache)))
+    for got, want in zip(runs[1], runs[0]):
         np.testing.assert_array_equal(got, want)
 
 

@@ -67,12 +67,12 @@ def _every_kernel(rng):
     relu.relu_backward(x, relu.relu_forward(x))
 
 
-def test_max_threads_follows_threadpoolctl_at_call_time():
-    before = kernels.max_threads()
+def test_thread_limit_follows_threadpoolctl_at_call_time():
+    before = kernels.thread_limit()
     assert 1 <= before <= kernels.usable_cpus()
     with threadpoolctl.threadpool_limits(limits=1):
-        assert kernels.max_threads() == 1
-    assert kernels.max_threads() == before
+        assert kernels.thread_limit() == kernels.max_threads() == 1
+    assert kernels.thread_limit() == before
     if not compiled:
         assert before == 1
 
@@ -151,19 +151,30 @@ def test_idle_cpus_without_proc_stat(machine_load, monkeypatch):
     assert machine_load(0.2, 4.0, 0.0) == 4
 
 
-def test_busy_machine_caps_the_threads(monkeypatch):
-    monkeypatch.setattr(kernels, "idle_cpus", lambda: 1)
-    if compiled:
-        assert kernels.max_threads() == 1
-        assert kernels.threads_for(10**9, 1) == 1
+def _split_calls(monkeypatch, limit, idle, count, work, per_thread, share_from=0):
+    monkeypatch.setattr(kernels, "thread_limit", lambda: limit)
+    monkeypatch.setattr(kernels, "idle_cpus", lambda: idle)
+    calls = []
+    kernels.split(lambda lo, hi, threads: calls.append((lo, hi, threads)), count, work, per_thread, share_from)
+    return calls
 
 
-def test_small_work_gets_one_thread(monkeypatch):
-    monkeypatch.setattr(kernels, "max_threads", lambda: 8)
-    assert kernels.threads_for(10, 100) == 1
-    assert kernels.threads_for(250, 100) == 2
-    assert kernels.threads_for(10**9, 100) == 8
-    assert kernels.threads_for(0, 0) == 1
+def test_split_on_a_quiet_machine_is_one_call_with_openmp_threads(monkeypatch):
+    assert _split_calls(monkeypatch, 8, 8, 100, 10**9, 1) == [(0, 100, 8)]
+    assert _split_calls(monkeypatch, 8, 8, 100, 250, 100) == [(0, 100, 2)]  # little work: fewer threads
+    assert _split_calls(monkeypatch, 8, 8, 100, 10, 100) == [(0, 100, 1)]
+    assert _split_calls(monkeypatch, 8, 8, 3, 10**9, 1) == [(0, 3, 3)]  # no more threads than pieces
+    assert _split_calls(monkeypatch, 1, 8, 100, 10**9, 1) == [(0, 100, 1)]  # --threads 1
+
+
+def test_split_on_a_busy_machine_shares_one_thread_pieces(monkeypatch):
+    calls = _split_calls(monkeypatch, 2, 1, 100, 10**9, 1)
+    assert len(calls) == 8 and all(threads == 1 for _, _, threads in calls)
+    assert sorted((lo, hi) for lo, hi, _ in calls) == [(100 * i // 8, 100 * (i + 1) // 8) for i in range(8)]
+    calls = _split_calls(monkeypatch, 4, 2, 5, 10**9, 1)  # fewer pieces than four per thread
+    assert sorted((lo, hi) for lo, hi, _ in calls) == [(i, i + 1) for i in range(5)]
+    # too little work to share on a busy machine: one thread
+    assert _split_calls(monkeypatch, 2, 1, 100, 10**6, 1, share_from=10**7) == [(0, 100, 1)]
 
 
 def test_backend_modules():
@@ -189,6 +200,36 @@ def test_the_avx2_build_is_used_only_where_it_runs():
         assert kernels.INSTRUCTIONS == "avx2"
     else:
         assert chosen == "cnncheck.kernels._conv_cy"
+
+
+class _NeverRuns:
+    """A helper pool whose threads never get a time slice."""
+
+    def __init__(self):
+        self.submitted = 0
+
+    def submit(self, fn, *args):
+        self.submitted += 1
+
+
+def test_shared_tasks_do_not_wait_for_a_helper_that_never_runs(monkeypatch):
+    pool = _NeverRuns()
+    monkeypatch.setattr(kernels, "_helper_pool", lambda: pool)
+    done = []
+    kernels.share([lambda i=i: done.append(i) for i in range(5)], team=2)
+    assert done == [0, 1, 2, 3, 4] and pool.submitted == 1
+
+
+def test_shared_tasks_run_once_each_and_raise_what_a_task_raised():
+    done = []
+    kernels.share([lambda i=i: done.append(i) for i in range(40)], team=3)
+    assert sorted(done) == list(range(40))
+
+    def boom():
+        raise ZeroDivisionError("in a task")
+
+    with pytest.raises(ZeroDivisionError, match="in a task"):
+        kernels.share([lambda: None, boom, lambda: None], team=2)
 
 
 # -- validation in the wrappers: the loops never see a bad argument -----------------------
