@@ -288,7 +288,11 @@ def split(call, count: int, work: int, per_thread: int, share_from: int = 0, pie
     fraction of a millisecond arrive too late to take any, and cost more
     than they bring).  ``call`` must give the same results whatever the split.
     """
-    threads = max(1, min(thread_limit(), work // max(per_thread, 1), count))
+    most = min(work // max(per_thread, 1), count)
+    if most <= 1:  # the common case for small work: no thread limit to read
+        call(0, count, 1)
+        return
+    threads = min(thread_limit(), most)
     if threads == 1:
         call(0, count, 1)
         return

@@ -77,12 +77,16 @@ def max_pool_forward(x, ph, pw, stride, backend=None) -> tuple[np.ndarray, np.nd
     out = np.empty((N, C, H_out, W_out), dtype=x.dtype)
     argmax = np.empty(out.shape, dtype=index_dtype(ph * pw))
     x = np.ascontiguousarray(x)
-    # plane by plane: (N*C, 1, ...) views, so that any plane range is one call
-    planes = (N * C, 1)
-    xp, op, ap = x.reshape(planes + x.shape[2:]), out.reshape(planes + out.shape[2:]), argmax.reshape(planes + out.shape[2:])
+    ph, pw, stride = int(ph), int(pw), int(stride)
 
     def call(lo, hi, threads):
-        kernel.max_pool_forward(xp[lo:hi], op[lo:hi], ap[lo:hi], int(ph), int(pw), int(stride), threads)
+        if hi - lo == N * C:
+            kernel.max_pool_forward(x, out, argmax, ph, pw, stride, threads)
+            return
+        # plane by plane: (N*C, 1, ...) views, so that any range of planes is one call
+        planes = (N * C, 1)
+        kernel.max_pool_forward(x.reshape(planes + x.shape[2:])[lo:hi], out.reshape(planes + out.shape[2:])[lo:hi],
+                                argmax.reshape(planes + out.shape[2:])[lo:hi], ph, pw, stride, threads)
 
     kernels.split(call, N * C, x.size, ELEMENTS_PER_THREAD, SHARE_FROM)
     return out, argmax
@@ -135,11 +139,14 @@ def max_pool_backward(dout, argmax, x_shape, ph, pw, stride, backend=None) -> np
     dout = np.ascontiguousarray(dout)
     dx = np.empty(tuple(x_shape), dtype=dout.dtype)
     planes = (out_shape[0] * out_shape[1], 1)
-    dp, ap = dout.reshape(planes + out_shape[2:]), argmax.reshape(planes + out_shape[2:])
-    xp = dx.reshape(planes + dx.shape[2:])
+    ph, pw, stride = int(ph), int(pw), int(stride)
 
     def call(lo, hi, threads):
-        kernel.max_pool_backward(dp[lo:hi], ap[lo:hi], xp[lo:hi], int(ph), int(pw), int(stride), threads)
+        if hi - lo == planes[0]:
+            kernel.max_pool_backward(dout, argmax, dx, ph, pw, stride, threads)
+            return
+        kernel.max_pool_backward(dout.reshape(planes + out_shape[2:])[lo:hi], argmax.reshape(planes + out_shape[2:])[lo:hi],
+                                 dx.reshape(planes + dx.shape[2:])[lo:hi], ph, pw, stride, threads)
 
     kernels.split(call, planes[0], dx.size, ELEMENTS_PER_THREAD, SHARE_FROM)
     return dx

@@ -17,14 +17,16 @@ from cnncheck import kernels
 from cnncheck.errors import CnnCheckError
 
 _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
-# Least elements per thread.  Measured here on the notebook's relu (640 000
-# float64 elements): two threads 0.13 to 0.17 ms forward and 0.31 to 0.43 ms
-# backward, one thread 0.25 and 0.85 to 1.05 ms.
-ELEMENTS_PER_THREAD = 1 << 16
-# Least elements shared among threads on a busy machine (below it, one thread).
+# Least bytes read and written per thread.  Measured here on the notebook's
+# relu (640 000 elements): float64, two threads 0.11 to 0.17 ms forward and
+# 0.25 to 0.43 ms backward, one thread 0.25 to 0.31 and 0.59 to 1.05 ms;
+# float32 forward, one thread 0.08 ms and two 0.12 to 0.14 ms (a pass that
+# short does not pay for waking a second thread).
+BYTES_PER_THREAD = 3 << 20
+# Least bytes shared among threads on a busy machine (below it, one thread).
 # Measured with two busy-loop processes: the notebook's relu forward and
 # backward 1.9 to 2.5 ms on one thread, 5.6 to 6.1 ms shared in pieces.
-SHARE_FROM = 1 << 23
+SHARE_FROM = 1 << 26
 
 
 def _check(a, name: str, dtype=None) -> np.ndarray:
@@ -57,7 +59,7 @@ def relu_forward(x, backend=None) -> np.ndarray:
     def call(lo, hi, threads):
         kernel.relu_forward(flat_x[lo:hi], flat_out[lo:hi], threads)
 
-    kernels.split(call, xc.size, xc.size, ELEMENTS_PER_THREAD, SHARE_FROM)
+    kernels.split(call, xc.size, 2 * xc.nbytes, BYTES_PER_THREAD, SHARE_FROM)
     return out
 
 
@@ -86,5 +88,5 @@ def relu_backward(dout, x, backend=None) -> np.ndarray:
     def call(lo, hi, threads):
         kernel.relu_backward(flat_d[lo:hi], flat_x[lo:hi], flat_dx[lo:hi], threads)
 
-    kernels.split(call, d.size, d.size, ELEMENTS_PER_THREAD, SHARE_FROM)
+    kernels.split(call, d.size, 3 * d.nbytes, BYTES_PER_THREAD, SHARE_FROM)
     return dx

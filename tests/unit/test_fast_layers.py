@@ -514,7 +514,7 @@ def test_parallel_kernels_give_the_serial_results(rng, monkeypatch, direct_limit
         monkeypatch.setattr(kconv, "UNFOLD_ELEMENTS_PER_THREAD", 1)
         monkeypatch.setattr(kconv, "DIRECT_MACS_PER_THREAD", 1)
         monkeypatch.setattr(kpool, "ELEMENTS_PER_THREAD", 1)
-        monkeypatch.setattr(krelu, "ELEMENTS_PER_THREAD", 1)
+        monkeypatch.setattr(krelu, "BYTES_PER_THREAD", 1)
         for module, name in ((kpool, "SHARE_FROM"), (krelu, "SHARE_FROM"), (kconv, "UNFOLD_SHARE_FROM")):
             monkeypatch.setattr(module, name, 0)
         out, cache = fast.relu_forward_fast(rx)

@@ -52,7 +52,7 @@ def spies(monkeypatch):
     monkeypatch.setattr(conv, "UNFOLD_ELEMENTS_PER_THREAD", 1)
     monkeypatch.setattr(conv, "DIRECT_MACS_PER_THREAD", 1)
     monkeypatch.setattr(pool, "ELEMENTS_PER_THREAD", 1)
-    monkeypatch.setattr(relu, "ELEMENTS_PER_THREAD", 1)
+    monkeypatch.setattr(relu, "BYTES_PER_THREAD", 1)
     return found
 
 
