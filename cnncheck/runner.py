@@ -483,6 +483,7 @@ class BlockedImport(ImportError):
 _SPAWN_EVENTS = ("subprocess.Popen", "os.system", "os.exec", "os.posix_spawn", "os.spawn", "os.fork",
                  "os.forkpty", "os.startfile", "pty.spawn")
 _LIST_EVENTS = ("os.listdir", "os.scandir", "glob.glob", "os.chdir")
+_GUARDED_EVENTS = frozenset(("import", "open", *_SPAWN_EVENTS, *_LIST_EVENTS))
 
 
 class Guard:
@@ -543,6 +544,8 @@ class Guard:
         return any(full == p or full.startswith(p.rstrip(os.sep) + os.sep) for p in self.paths)
 
     def __call__(self, event: str, args) -> None:
+        if event not in _GUARDED_EVENTS:       # most events (builtins.id, ...) are none of the guard's business
+            return
         if getattr(self._busy, "on", False):
             return
         self._busy.on = True
@@ -554,7 +557,7 @@ class Guard:
                 path = os.fsdecode(os.fspath(args[0]))
                 self._record("reference" if self._is_reference(path) else "open", path)
                 raise BlockedError(f"opening {args[0]} is not allowed here")
-            if not self.spawn and any(event == e or event.startswith(e + ".") for e in _SPAWN_EVENTS):
+            if not self.spawn and event in _SPAWN_EVENTS:
                 self._record("spawn", event)
                 raise BlockedError(f"starting processes ({event}) is not allowed here")
         finally:
@@ -565,20 +568,32 @@ class Guard:
 WATCHED_MODULES = ("numpy", "numpy.linalg", "numpy.random", "json", "pickle", "struct", "os", "io", "time")
 
 
-def _snapshot(load: bool = False) -> dict:
-    """``{"module.name": id(value)}`` of every callable attribute of the watched modules (``load``: import them)."""
-    taken = {}
+def _snapshot(load: bool = False) -> list:
+    """``(name, attribute, namespace, value)`` of every callable attribute of the watched modules.
+
+    ``load`` imports them first.  :func:`_replaced` compares the namespaces
+    with these values by identity (not with ``id()``, which raises an audit
+    event the child's hook would see hundreds of times per request).
+    """
     if load:
         for name in WATCHED_MODULES:
             importlib.import_module(name)
+    taken = []
     for name in WATCHED_MODULES:
         module = sys.modules.get(name)
         if module is None:
             continue
-        for attr, value in list(vars(module).items()):
+        namespace = vars(module)
+        for attr, value in list(namespace.items()):
             if not attr.startswith("__") and callable(value):
-                taken[f"{name}.{attr}"] = id(value)
+                taken.append((name, attr, namespace, value))
     return taken
+
+
+def _replaced(baseline: list) -> list:
+    """Names of watched functions no longer what they were in ``baseline``."""
+    return sorted(f"{name}.{attr}" for name, attr, namespace, value in baseline
+                  if namespace.get(attr, value) is not value)
 
 
 # -- module loading ------------------------------------------------------------------------------
@@ -838,8 +853,7 @@ class Server:
             self._reported_refusals = len(self.guard.refused)
             response["refused"] = list(new)
         if self._baseline is not None:
-            now = _snapshot()
-            response["replaced"] = sorted(k for k, v in self._baseline.items() if now.get(k, v) != v)
+            response["replaced"] = _replaced(self._baseline)
         return response
 
     # -- helpers ----------------------------------------------------------------------------
