@@ -13,8 +13,10 @@ Tables show medians and interquartile ranges over the rounds.
 conv and pool are compared with the ``torch`` implementation (PyTorch through
 ``torch.nn.functional`` and autograd, as many threads as numpy's BLAS);
 affine and relu with a plain numpy expression of the same operation.  The
-same run measures numpy's GEMM rate for each dtype (square products, median),
-and conv rows show their GFLOP/s as a percentage of it.
+cases with a flop count (conv, affine) also time a square matrix product in
+the same interleaved rounds, and show their GFLOP/s as a percentage of its
+median rate: the GEMM peak of the same minutes (the header also shows the
+one measured at the start).
 
 ``--under-load`` adds a second part: one busy-loop process per usable CPU is
 started and paused, and each case's forward plus backward pass is timed in
@@ -313,6 +315,7 @@ class Row:
     difference: float | None
     rate: float | None = None  # GFLOP/s or GB/s of the fast side
     rate_unit: str = ""
+    peak: float | None = None  # GFLOP/s of the GEMM timed in the same rounds
     peak_percent: float | None = None
 
     @property
@@ -339,8 +342,23 @@ def _difference(a, b) -> float:
     return worst
 
 
-def run_case(case: Case, dtype: str, rounds: int, round_time: float, peaks: dict, has_torch: bool) -> list[Row]:
-    """Time ``case`` in ``dtype``: forward, then backward on one cache per side."""
+def _gemm(dtype: str, size: int) -> Callable[[], object]:
+    """One ``size``-cubed matrix product in ``dtype``, as a contender in the rounds of a case."""
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((size, size)).astype(dtype)
+    b = rng.standard_normal((size, size)).astype(dtype)
+    out = np.empty((size, size), dtype=dtype)
+    return lambda: np.matmul(a, b, out=out)
+
+
+def run_case(case: Case, dtype: str, rounds: int, round_time: float, peaks: dict, has_torch: bool,
+             gemm_size: int) -> list[Row]:
+    """Time ``case`` in ``dtype``: forward, then backward on one cache per side.
+
+    Cases with a flop count also time a ``gemm_size``-cubed matrix product in
+    the same interleaved rounds, and relate their rate to its median: the
+    peak of the very same minutes, whatever the machine did before or after.
+    """
     time.sleep(SETTLE)
     fast = FAST[case.layer]
     reference, ref_text = reference_side(case, has_torch)
@@ -360,6 +378,8 @@ def run_case(case: Case, dtype: str, rounds: int, round_time: float, peaks: dict
         else:
             fns = {s.name: (lambda s=s: s.backward(dout, caches[s.name])) for s in sides}
             results = grads
+        if flops is not None:
+            fns["gemm"] = _gemm(dtype, gemm_size)
         times = _interleaved(fns, rounds, round_time)
         fast_stats = Stats.of(times[fast.name])
         row = Row(case, dtype, direction, fast_stats,
@@ -367,7 +387,8 @@ def run_case(case: Case, dtype: str, rounds: int, round_time: float, peaks: dict
                   _difference(results[fast.name], results[reference.name]) if reference else None)
         if flops is not None:
             row.rate, row.rate_unit = flops[i] / fast_stats.median / 1e9, "GFLOP/s"
-            row.peak_percent = 100.0 * row.rate / peaks[dtype]
+            row.peak = 2.0 * gemm_size ** 3 / Stats.of(times["gemm"]).median / 1e9
+            row.peak_percent = 100.0 * row.rate / row.peak
         elif moved is not None:
             row.rate, row.rate_unit = moved[i] / fast_stats.median / 1e9, "GB/s"
         rows.append(row)
@@ -567,7 +588,7 @@ def _facts(peaks: dict, peak_stats: dict, gemm_size: int, rounds: int, round_tim
                           for d in peaks)
     kernel_text = f"{cnncheck.__version__}, kernels {kernels.BACKEND}"
     if kernels.BACKEND == "cython":
-        kernel_text += f" ({kernels.INSTRUCTIONS} build), up to {_threads(kernels.max_threads())}"
+        kernel_text += f" ({kernels.INSTRUCTIONS} build), up to {_threads(kernels.thread_limit())}"
     return [
         ["CPU", f"{machine.cpu_model()}, {machine.core_count()} logical CPUs"],
         ["system", f"{platform.system()} {platform.machine()}, Python {platform.python_version()}"],
@@ -575,7 +596,7 @@ def _facts(peaks: dict, peak_stats: dict, gemm_size: int, rounds: int, round_tim
         ["torch", torch_text],
         ["cnncheck", kernel_text],
         ["environment", env],
-        [f"GEMM peak ({gemm_size}^3 matmul, median)", peak_text],
+        [f"GEMM peak ({gemm_size}^3 matmul, median, at the start)", peak_text],
         ["timing", f"{rounds} interleaved rounds per figure, each >= {1e3 * round_time:g} ms"],
         ["load average (1 min) at start / end", f"{load[0]} / {load[1]}"],
     ]
@@ -594,7 +615,7 @@ def render(rows: list[Row], load_rows: list[LoadRow], facts: list[list[str]], co
             f"{100 * r.reference.iqr_ratio:.0f} %" if r.reference else "n/a",
             f"{r.ratio:.2f}" if r.ratio is not None else "n/a",
             f"{r.rate:.1f} {r.rate_unit}" if r.rate is not None else "",
-            f"{r.peak_percent:.0f} %" if r.peak_percent is not None else "",
+            f"{r.peak_percent:.0f} % of {r.peak:.1f}" if r.peak_percent is not None else "",
             f"{r.difference:.1e}" if r.difference is not None else "",
         ])
     refs = {r.case.label: r.reference_text.split(": ", 1)[1] for r in rows if ": " in r.reference_text}
@@ -611,11 +632,12 @@ def render(rows: list[Row], load_rows: list[LoadRow], facts: list[list[str]], co
             "## Timings (medians; spread = IQR / median)",
             "",
             _table(["case", "dtype", "direction", "fast", "spread", "reference", "reference time", "spread",
-                    "fast / ref", "fast rate", "% of GEMM peak", "max diff"], timing),
+                    "fast / ref", "fast rate", "% of GEMM peak (GFLOP/s)", "max diff"], timing),
             "",
             ("fast / ref below 1: cnncheck is faster. Spread above 20 %: noisy, rerun on a quieter machine. "
-             "max diff: the largest |fast - reference| over the largest |reference| (the output for forward, "
-             "each gradient for backward)."),
+             "% of GEMM peak: the fast rate over the median rate of a square matrix product timed in the same "
+             "interleaved rounds. max diff: the largest |fast - reference| over the largest |reference| (the "
+             "output for forward, each gradient for backward)."),
             "",
             ("numpy references: " + "; ".join(f"{label} {text}" for label, text in refs.items()) + ".")
             if refs else "",
@@ -694,7 +716,7 @@ def main(argv=None) -> int:
         for case in cases:
             for dtype in DTYPES:
                 print(f"timing {case.label} {dtype} ...", file=sys.stderr, flush=True)
-                rows.extend(run_case(case, dtype, rounds, round_time, peaks, has_torch))
+                rows.extend(run_case(case, dtype, rounds, round_time, peaks, has_torch, args.gemm_size))
     busy_count = kernels.usable_cpus()
     if under_load:
         with BusyLoops(busy_count) as busy:
