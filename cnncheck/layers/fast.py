@@ -82,11 +82,12 @@ DIRECT_MAX_FILTERS = 32
 #: Largest window that goes direct with more filters than that.
 DIRECT_MAX_WIDE_WINDOW = 36
 # Bytes of column workspace per chunk of images: the columns should still be
-# in cache when the product reads them.  Measured on the large benchmark
-# convolution (64x3x3 windows over 32x32 images, about 5 MiB of columns and
-# products per image): 1 image per chunk unfolded in 22 to 35 ms in all,
-# 3 images in 53 to 57 ms and 9 in 42 to 49 ms, for products at much the same rate.
-_CHUNK_BYTES = 8 << 20
+# in cache when the products read them.  Measured on the large benchmark
+# convolution (64x3x3 windows over 32x32 images, 4.5 MiB of columns per
+# image), forward and backward: 3 images per chunk (16 MiB) with products in
+# blocks of 512 columns 136 and 291 ms, 1 image (8 MiB) 165 and 279 ms, 1 image
+# in blocks of 256 columns 178 and 293 ms; 5 images (24 MiB) no better.
+_CHUNK_BYTES = 16 << 20
 # Largest workspace kept for the next call of the same thread.
 _MAX_KEPT_BYTES = 64 << 20
 _local = threading.local()
@@ -202,8 +203,8 @@ def _team(blas_limit: int | None) -> int:
 
 
 # Columns of an image's product per task: a fixed split, so the sums of dw
-# and db do not depend on the number of threads.
-_BLOCK_COLUMNS = 256
+# and db do not depend on the number of threads (measured: see _CHUNK_BYTES).
+_BLOCK_COLUMNS = 512
 
 
 def _blocks(P: int) -> list[tuple[int, int]]:
