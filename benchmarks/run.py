@@ -25,8 +25,8 @@ running), for cnncheck and for PyTorch alike; the slowdown of each is its
 loaded median over its quiet median.
 
 The targets of the performance work are checked at the end.  This is not
-part of the test suite: it asserts nothing and takes about a minute
-(``--quick``: about 20 seconds; ``--under-load`` adds a few minutes).
+part of the test suite: it asserts nothing and takes about three minutes
+(``--quick``: under one; ``--under-load`` adds about two).
 """
 
 from __future__ import annotations
