@@ -213,6 +213,16 @@ def _helper_pool() -> ThreadPoolExecutor:
     return _helpers
 
 
+def _forget_helpers() -> None:
+    """In a forked child: the parent's helper threads do not exist here, so start new ones when needed."""
+    global _helpers, _helpers_lock
+    _helpers, _helpers_lock = None, threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_helpers)
+
+
 class _Tasks:
     """A list of tasks that the caller and helper threads take one at a time, each task once.
 

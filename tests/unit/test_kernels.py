@@ -220,6 +220,20 @@ def test_shared_tasks_do_not_wait_for_a_helper_that_never_runs(monkeypatch):
     assert done == [0, 1, 2, 3, 4] and pool.submitted == 1
 
 
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="no fork here")
+def test_a_forked_child_starts_helpers_of_its_own():
+    import os
+
+    kernels.share([lambda: None] * 4, team=2)  # the parent's helper threads exist
+    pid = os.fork()
+    if pid == 0:  # the child: shared tasks run, on helpers of its own
+        done = []
+        kernels.share([lambda i=i: done.append(i) for i in range(8)], team=2)
+        os._exit(0 if sorted(done) == list(range(8)) and kernels._helpers is not None else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+
+
 def test_shared_tasks_run_once_each_and_raise_what_a_task_raised():
     done = []
     kernels.share([lambda i=i: done.append(i) for i in range(40)], team=3)
