@@ -246,7 +246,7 @@ def grade_settings(layer_names, overrides: dict, rubric_file, *, quick: bool, ti
         memory.guard(sized, dtype=checks.dtype, mode=checks.mode, parallel=jobs, memory_limit=memory_limit)
         from cnncheck import machine
 
-        env = machine.child_thread_env(jobs) if hasattr(machine, "child_thread_env") else {}
+        env = machine.child_thread_env(jobs)
         settings = grading.GradeSettings(checks, tuple(s.name for s in specs), overrides, quick, timeout,
                                          memory_limit, tuple(n for n in names(forbid) if n), tuple(protect),
                                          drop_privileges, env, strict=strict)

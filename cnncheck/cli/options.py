@@ -193,7 +193,7 @@ def sandbox_for(settings: Isolation, *, jobs: int = 1, cwd: str | None = None, f
     from cnncheck import machine
     from cnncheck.session import Sandbox
 
-    env = machine.child_thread_env(jobs) if hasattr(machine, "child_thread_env") else {}
+    env = machine.child_thread_env(jobs)
     return Sandbox(timeout=settings.timeout, memory_limit=memory_bytes(settings.memory_limit),
                    forbid_modules=settings.forbid,
                    forbid_paths=tuple(forbid_paths), cwd=cwd, env=env)
