@@ -152,3 +152,31 @@ def test_ctrl_c_prints_what_finished_and_exits_130():
     assert document["interrupted"] is True and not document["passed"]
     assert [i["impl"] for i in document["implementations"]] == ["good"]
     assert "interrupted: 1 of 2 implementations checked" in err
+
+
+MODELS = FIXTURES / "models"
+
+
+def test_a_users_model_is_checked_and_a_missing_reg_gradient_caught():
+    good = run("model", "--model", f"{MODELS / 'two_layer.py'}:TwoLayerNet", "--model-arg", "input_dim=15",
+               "--model-arg", "num_classes=10", "--format", "json")
+    assert good.exit_code == 0, good.output
+    document = json.loads(good.stdout)
+    assert {r["subject"] for r in document["results"]} >= {"W1", "b1", "W2", "b2", "loss"}
+    assert any(r["finding"] == "initial-loss" and r["status"] == "pass" for r in document["results"])
+    broken = run("model", "--model", f"{MODELS / 'two_layer.py'}:TwoLayerNet", "--model-arg", "input_dim=15",
+                 "--model-arg", "num_classes=10", "--model-arg", "forget_reg_in_grads=True", "--format", "json")
+    assert broken.exit_code == 1
+    failing = [r for r in json.loads(broken.stdout)["results"] if r["status"] == "fail"]
+    assert {r["subject"] for r in failing} == {"W1", "W2"} and all(r["geometry"] == "reg=3.14" for r in failing)
+
+
+def test_cnnchecks_own_models_pass():
+    result = run("model", "--format", "plain")
+    assert result.exit_code == 0, result.output
+    assert "ThreeLayerConvNet" in result.stdout and "FullyConnectedNet[batchnorm,dropout]" in result.stdout
+
+
+def test_a_model_class_that_does_not_exist_is_a_usage_error():
+    result = run("model", "--model", f"{MODELS / 'two_layer.py'}:NoSuchNet")
+    assert result.exit_code == 2 and "defines no class NoSuchNet" in result.stderr
