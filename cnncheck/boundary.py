@@ -9,7 +9,6 @@ shaped as the runner shapes it raises :class:`ProtocolViolation`.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -215,14 +214,3 @@ def array(label: str, facts, *, shape, dtype) -> tuple:
         warnings.append(Problem(Status.WARNING, f"{label} is a {name}, not an ndarray; cnncheck converted it",
                                 "not-ndarray"))
     return data, warnings
-
-
-def location(facts) -> str:
-    """``file:line`` a function's facts give, or ""."""
-    return _text(facts.get("location")) if isinstance(facts, dict) else ""
-
-
-def short_location(text: str) -> str:
-    """``layers.py:12`` from ``/home/me/cnn/layers.py:12``."""
-    path, _, line = text.rpartition(":")
-    return f"{os.path.basename(path)}:{line}" if path else text
